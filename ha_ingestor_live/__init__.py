@@ -1,0 +1,1 @@
+"""Live collector: Home Assistant's WebSocket stream into a durable, exact Parquet lake."""

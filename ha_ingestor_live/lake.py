@@ -1,0 +1,191 @@
+"""Parquet lake writer with exactly-once commits keyed to spool sequence numbers.
+
+A commit writes every buffered (table, date) batch to a temp file, records the intended
+renames in an intent file, renames, then writes the checkpoint (last committed spool seq and
+the processor's state) and drops the intent. A crash at any point is finished or undone by
+``recover``: rows reach the lake once, whatever moment the process died.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .lake_schema import PARTITION_TIME, SCHEMAS, TIMESTAMP
+from .normalize import Row, partition_date
+
+CHECKPOINT = "checkpoint.json"
+INTENT = "commit-intent.json"
+
+
+@dataclass
+class CommitResult:
+    through_seq: int
+    rows: dict[str, int] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def table_of(location: str) -> str:
+    """``registry/areas`` is stored with the ``registry`` schema."""
+    return location.split("/", 1)[0]
+
+
+class LakeWriter:
+    """Buffers rows per (location, date) and commits them atomically under ``root``."""
+
+    def __init__(self, root: Path, state_dir: Path, writer_id: str, compression: str = "zstd") -> None:
+        self.root = root
+        self.state_dir = state_dir
+        self.writer_id = writer_id
+        self.compression = compression
+        root.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._buffers: dict[tuple[str, str], dict[str, list[Any]]] = {}
+        self.buffered_rows = 0
+        self.committed_seq = 0
+
+    def add(self, location: str, row: Row) -> None:
+        date = partition_date(row[PARTITION_TIME[table_of(location)]])
+        columns = self._buffers.get((location, date))
+        if columns is None:
+            columns = self._buffers[(location, date)] = defaultdict(list)
+        for name, value in row.items():
+            columns[name].append(value)
+        self.buffered_rows += 1
+
+    def buffered_keys(self, location: str, key_columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+        return [key for (loc, _), cols in self._buffers.items() if loc == location
+                for key in zip(*(cols[c] for c in key_columns), strict=True)]
+
+    def commit(self, through_seq: int, processor_state: dict[str, Any]) -> CommitResult:
+        started = time.perf_counter()
+        result = CommitResult(through_seq)
+        renames: list[tuple[str, str]] = []
+        for (location, date), columns in self._buffers.items():
+            table = to_arrow(table_of(location), columns)
+            directory = self.root / location / f"date={date}"
+            directory.mkdir(parents=True, exist_ok=True)
+            final = directory / f"part-{self.committed_seq + 1:012d}-{through_seq:012d}-{self.writer_id}.parquet"
+            temp = final.with_name(final.name + ".tmp")
+            pq.write_table(table, temp, compression=self.compression)
+            _fsync_file(temp)
+            renames.append((str(temp), str(final)))
+            result.rows[location] = result.rows.get(location, 0) + table.num_rows
+            result.files.append(final)
+        if renames:
+            _write_json_atomically(self.state_dir / INTENT,
+                                   {"through_seq": through_seq, "renames": renames, "processor": processor_state})
+            _apply_renames(renames)
+        _write_json_atomically(self.state_dir / CHECKPOINT,
+                               {"committed_seq": through_seq, "processor": processor_state})
+        if renames:
+            (self.state_dir / INTENT).unlink()
+        self._buffers.clear()
+        self.buffered_rows = 0
+        self.committed_seq = through_seq
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def recover(self) -> dict[str, Any]:
+        """Finish or undo an interrupted commit; returns the processor state of the last checkpoint."""
+        intent_path = self.state_dir / INTENT
+        if intent_path.exists():
+            intent = msgspec.json.decode(intent_path.read_bytes())
+            _apply_renames([tuple(pair) for pair in intent["renames"]])
+            _write_json_atomically(self.state_dir / CHECKPOINT,
+                                   {"committed_seq": intent["through_seq"], "processor": intent["processor"]})
+            intent_path.unlink()
+        for stray in self.root.rglob(f"part-*-{self.writer_id}.parquet.tmp"):
+            stray.unlink()
+        checkpoint_path = self.state_dir / CHECKPOINT
+        if not checkpoint_path.exists():
+            return {}
+        checkpoint = msgspec.json.decode(checkpoint_path.read_bytes())
+        self.committed_seq = checkpoint["committed_seq"]
+        return checkpoint["processor"]
+
+    def existing_state_keys(self, home: str, rows: list[Row]) -> set[tuple[str, int]]:
+        """(entity_id, last_updated in µs) of committed and buffered states that ``rows`` may repeat."""
+        if not rows:
+            return set()
+        entity_ids = pa.array(sorted({row["entity_id"] for row in rows}))
+        keys: set[tuple[str, int]] = set()
+        for date in sorted({partition_date(row["last_updated"]) for row in rows}):
+            directory = self.root / "states" / f"date={date}"
+            if not directory.is_dir():
+                continue
+            for path in directory.glob("*.parquet"):
+                table = pq.read_table(path, columns=["home", "entity_id", "last_updated"])
+                table = table.filter(pc.and_(pc.equal(table["home"], home),
+                                             pc.is_in(table["entity_id"], value_set=entity_ids)))
+                keys.update(zip(table["entity_id"].to_pylist(),
+                                table["last_updated"].cast(pa.int64()).to_pylist(), strict=True))
+        buffered = self.buffered_keys("states", ("home", "entity_id", "last_updated"))
+        if buffered:
+            times = iso_to_micros([lu for _, _, lu in buffered])
+            keys.update((eid, us) for (h, eid, _), us in zip(buffered, times, strict=True) if h == home)
+        return keys
+
+
+def iso_to_micros(values: list[str]) -> list[int]:
+    return pa.array(values, pa.string()).cast(TIMESTAMP).cast(pa.int64()).to_pylist()
+
+
+def to_arrow(table: str, columns: dict[str, list[Any]]) -> pa.Table:
+    schema = SCHEMAS[table]
+    arrays = []
+    for column in schema:
+        values = columns.get(column.name)
+        if values is None:
+            values = [None] * len(next(iter(columns.values())))
+        if column.type == TIMESTAMP:
+            arrays.append(pa.array(values, pa.string()).cast(TIMESTAMP))
+        else:
+            arrays.append(pa.array(values, column.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _apply_renames(renames: list[tuple[str, str]]) -> None:
+    directories = set()
+    for temp, final in renames:
+        if os.path.exists(temp):
+            os.replace(temp, final)
+        directories.add(os.path.dirname(final))
+    for directory in directories:
+        _fsync_dir(directory)
+
+
+def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    temp = path.with_name(path.name + ".tmp")
+    with open(temp, "wb") as handle:
+        handle.write(msgspec.json.encode(document))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    _fsync_dir(str(path.parent))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: str | Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,68 @@
+"""The lake contract: table layouts and Arrow schemas (documented in docs/lake.md)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+EVENTS = pa.schema([
+    ("home", pa.string()),
+    ("event_id", pa.string()),
+    ("event_type", pa.string()),
+    ("time_fired", TIMESTAMP),
+    ("origin", pa.string()),
+    ("context_id", pa.string()),
+    ("context_parent_id", pa.string()),
+    ("context_user_id", pa.string()),
+    ("entity_id", pa.string()),
+    ("data", pa.string()),
+    ("received_at", TIMESTAMP),
+])
+
+STATES = pa.schema([
+    ("home", pa.string()),
+    ("entity_id", pa.string()),
+    ("domain", pa.string()),
+    ("state", pa.string()),
+    ("state_num", pa.float64()),
+    ("attributes", pa.string()),
+    ("last_changed", TIMESTAMP),
+    ("last_updated", TIMESTAMP),
+    ("last_reported", TIMESTAMP),
+    ("old_state", pa.string()),
+    ("context_id", pa.string()),
+    ("context_parent_id", pa.string()),
+    ("context_user_id", pa.string()),
+    ("source", pa.string()),
+    ("event_id", pa.string()),
+    ("received_at", TIMESTAMP),
+])
+
+REGISTRY = pa.schema([
+    ("home", pa.string()),
+    ("kind", pa.string()),
+    ("item_id", pa.string()),
+    ("snapshot_at", TIMESTAMP),
+    ("snapshot_seq", pa.int64()),
+    ("data", pa.string()),
+])
+
+QUARANTINE = pa.schema([
+    ("home", pa.string()),
+    ("received_at", TIMESTAMP),
+    ("stage", pa.string()),
+    ("reason", pa.string()),
+    ("raw", pa.string()),
+])
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "events": EVENTS,
+    "states": STATES,
+    "registry": REGISTRY,
+    "quarantine": QUARANTINE,
+}
+
+# the column whose UTC date names a row's partition
+PARTITION_TIME = {"events": "time_fired", "states": "last_updated", "registry": "snapshot_at",
+                  "quarantine": "received_at"}

@@ -1,0 +1,266 @@
+"""Pure functions that turn Home Assistant messages into lake rows.
+
+Every timestamp leaves here as an ISO 8601 UTC string with a ``+00:00`` offset (Arrow casts
+the column to ``timestamp[us, UTC]`` at commit). Times are HA's own: ``time_fired`` for events,
+``last_updated`` for states; ``received_at`` is kept beside them, never instead of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import re
+from typing import Any
+
+import msgspec
+
+from .messages import (
+    Context,
+    Event,
+    HistoryRow,
+    StateObject,
+    any_decoder,
+    event_entity_decoder,
+    history_decoder,
+    state_changed_decoder,
+    state_list_decoder,
+)
+
+Row = dict[str, Any]
+
+_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?\+00:00")
+_NUMBER_START = frozenset("0123456789-+.")
+_NO_CONTEXT = Context()
+
+
+class MalformedMessage(ValueError):
+    """A message that cannot become a row; the text says why (it goes to quarantine)."""
+
+
+def utc_iso(value: str) -> str:
+    """HA's timestamp string as ISO UTC with ``+00:00``; other offsets are converted."""
+    if _ISO_UTC.fullmatch(value):
+        return value
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise MalformedMessage(f"invalid timestamp {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise MalformedMessage(f"timestamp without time zone {value!r}")
+    return parsed.astimezone(dt.UTC).isoformat()
+
+
+def utc_iso_from_unix(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+
+
+def partition_date(iso_utc: str) -> str:
+    return iso_utc[:10]
+
+
+def parse_number(state: str | None) -> float | None:
+    """HA's state string as a finite double, or None when it is not a plain number."""
+    if not state or state[0] not in _NUMBER_START or "_" in state:
+        return None
+    try:
+        value = float(state)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def event_id(event_type: str, time_fired: str, context_id: str | None, data: bytes) -> str:
+    """Deterministic id from the event's content: re-ingesting the same event gives the same id."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{event_type}\x1f{time_fired}\x1f{context_id or ''}\x1f".encode())
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def domain_of(entity_id: str) -> str:
+    return entity_id.partition(".")[0]
+
+
+def _text(raw: bytes | msgspec.Raw) -> str | None:
+    return bytes(raw).decode() if raw else None
+
+
+def decode_event(raw: bytes) -> Event:
+    try:
+        return msgspec.json.decode(raw, type=Event)
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(f"unexpected event shape: {exc}") from exc
+
+
+def event_rows(event: Event, raw: bytes, received_at: str, home: str) -> tuple[Row, list[Row]]:
+    """The ``events`` row of one event and, for ``state_changed``, its ``states`` row."""
+    context = event.context or _NO_CONTEXT
+    time_fired = utc_iso(event.time_fired)
+    data = bytes(event.data) if event.data else b"{}"
+    eid = event_id(event.event_type, event.time_fired, context.id, data)
+    states: list[Row] = []
+    entity_id: str | None = None
+    if event.event_type == "state_changed":
+        try:
+            change = state_changed_decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise MalformedMessage(f"unexpected state_changed data: {exc}") from exc
+        entity_id = change.entity_id
+        states.append(state_changed_row(change.entity_id, change.old_state, change.new_state, time_fired,
+                                        eid, received_at, home))
+    else:
+        try:
+            found = event_entity_decoder.decode(data).entity_id
+        except msgspec.DecodeError:
+            found = None
+        if isinstance(found, str):
+            entity_id = found
+        elif isinstance(found, list) and len(found) == 1 and isinstance(found[0], str):
+            entity_id = found[0]
+    row = {
+        "home": home,
+        "event_id": eid,
+        "event_type": event.event_type,
+        "time_fired": time_fired,
+        "origin": event.origin,
+        "context_id": context.id,
+        "context_parent_id": context.parent_id,
+        "context_user_id": context.user_id,
+        "entity_id": entity_id,
+        "data": data.decode(),
+        "received_at": received_at,
+    }
+    return row, states
+
+
+def state_changed_row(entity_id: str, old: StateObject | None, new: StateObject | None, time_fired: str,
+                      eid: str | None, received_at: str, home: str) -> Row:
+    """A ``states`` row; a removal (``new_state: null``) is kept with a null state at ``time_fired``."""
+    if new is None:
+        context = (old.context if old else None) or _NO_CONTEXT
+        return {
+            "home": home, "entity_id": entity_id, "domain": domain_of(entity_id), "state": None,
+            "state_num": None, "attributes": None, "last_changed": time_fired, "last_updated": time_fired,
+            "last_reported": None, "old_state": old.state if old else None, "context_id": context.id,
+            "context_parent_id": context.parent_id, "context_user_id": context.user_id, "source": "live",
+            "event_id": eid, "received_at": received_at,
+        }
+    return state_row(new, "live", received_at, home, eid=eid, old_state=old.state if old else None)
+
+
+def state_row(state: StateObject, source: str, received_at: str, home: str, *, eid: str | None = None,
+              old_state: str | None = None) -> Row:
+    context = state.context or _NO_CONTEXT
+    return {
+        "home": home,
+        "entity_id": state.entity_id,
+        "domain": domain_of(state.entity_id),
+        "state": state.state,
+        "state_num": parse_number(state.state),
+        "attributes": _text(state.attributes),
+        "last_changed": utc_iso(state.last_changed),
+        "last_updated": utc_iso(state.last_updated),
+        "last_reported": utc_iso(state.last_reported) if state.last_reported else None,
+        "old_state": old_state,
+        "context_id": context.id,
+        "context_parent_id": context.parent_id,
+        "context_user_id": context.user_id,
+        "source": source,
+        "event_id": eid,
+        "received_at": received_at,
+    }
+
+
+def snapshot_state_rows(result: bytes, received_at: str, home: str) -> list[Row]:
+    """``get_states`` result as ``states`` rows with source ``snapshot``."""
+    try:
+        states = state_list_decoder.decode(result)
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(f"unexpected get_states result: {exc}") from exc
+    return [state_row(state, "snapshot", received_at, home) for state in states]
+
+
+def history_state_rows(result: bytes, received_at: str, home: str) -> list[Row]:
+    """``history/history_during_period`` result (compressed rows, unix times) as ``states`` rows."""
+    try:
+        history: dict[str, list[HistoryRow]] = history_decoder.decode(result)
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(f"unexpected history result: {exc}") from exc
+    rows: list[Row] = []
+    for entity_id, entries in history.items():
+        domain = domain_of(entity_id)
+        previous: str | None = None
+        attributes: bytes = b""
+        for entry in entries:
+            last_updated = utc_iso_from_unix(entry.lu)
+            if entry.s is None:  # a removed entity: HA's recorder row with a null state
+                attributes = b""
+            elif entry.a:
+                attributes = bytes(entry.a)
+            rows.append({
+                "home": home, "entity_id": entity_id, "domain": domain, "state": entry.s,
+                "state_num": parse_number(entry.s), "attributes": _text(attributes),
+                "last_changed": utc_iso_from_unix(entry.lc) if entry.lc is not None else last_updated,
+                "last_updated": last_updated,
+                "last_reported": utc_iso_from_unix(entry.lr) if entry.lr is not None else None,
+                "old_state": previous, "context_id": None, "context_parent_id": None,
+                "context_user_id": None, "source": "backfill", "event_id": None, "received_at": received_at,
+            })
+            previous = entry.s
+    return rows
+
+
+REGISTRY_KEYS: dict[str, tuple[str, ...]] = {
+    "areas": ("area_id",),
+    "floors": ("floor_id",),
+    "labels": ("label_id",),
+    "devices": ("id",),
+    "entities": ("entity_id", "id"),
+    "config_entries": ("entry_id",),
+}
+
+
+def registry_rows(kind: str, result: bytes, snapshot_at: str, snapshot_seq: int, home: str,
+                  item_id: str | None = None) -> list[Row]:
+    """Registry and configuration snapshots, one row per item, each item's JSON kept exactly.
+
+    ``item_id`` names a single-item result (an automation or script config by entity_id).
+    """
+    try:
+        parsed = any_decoder.decode(result)
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(f"invalid {kind} result: {exc}") from exc
+
+    def row(key: str | None, item: Any) -> Row:
+        return {"home": home, "kind": kind, "item_id": key, "snapshot_at": snapshot_at,
+                "snapshot_seq": snapshot_seq, "data": msgspec.json.encode(item).decode()}
+
+    if item_id is not None:
+        return [row(item_id, parsed)]
+    if kind == "services" and isinstance(parsed, dict):
+        return [row(f"{domain}.{service}", spec) for domain, services in parsed.items()
+                for service, spec in (services or {}).items()]
+    if kind == "core_config" and isinstance(parsed, dict):
+        return [row(parsed.get("location_name"), parsed)]
+    if not isinstance(parsed, list):
+        raise MalformedMessage(f"{kind} result is a {type(parsed).__name__}, expected a list")
+    keys = REGISTRY_KEYS.get(kind, ("id",))
+    rows = []
+    for item in parsed:
+        key = next((str(item[k]) for k in keys if isinstance(item, dict) and item.get(k) is not None), None)
+        rows.append(row(key, item))
+    return rows
+
+
+def home_from_config(result: bytes) -> str | None:
+    """A lake-friendly home name from ``get_config``'s ``location_name`` ("Maple House" -> maple_house)."""
+    try:
+        name = any_decoder.decode(result).get("location_name")
+    except (msgspec.DecodeError, AttributeError):
+        return None
+    return slug(name) if isinstance(name, str) and name.strip() else None
+
+
+def slug(text: str) -> str:
+    return re.sub(r"\W+", "_", text.strip().lower()).strip("_") or "home"

@@ -1,0 +1,234 @@
+"""Deterministic spool-record processor: the only place where frames become lake rows.
+
+It keeps the small protocol state that turning a result into rows needs (which command an
+id answers, which id is the event subscription, the home's name) and persists it with every
+checkpoint, so replaying the spool after a crash produces exactly the rows the first pass did.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from .lake import LakeWriter, iso_to_micros
+from .messages import Envelope, any_decoder, frame_decoder
+from .normalize import (
+    MalformedMessage,
+    Row,
+    decode_event,
+    event_rows,
+    history_state_rows,
+    home_from_config,
+    registry_rows,
+    snapshot_state_rows,
+)
+from .spool import OUTBOUND, SpoolRecord
+
+log = logging.getLogger(__name__)
+
+REGISTRY_COMMANDS = {
+    "get_config": "core_config",
+    "get_services": "services",
+    "config/area_registry/list": "areas",
+    "config/floor_registry/list": "floors",
+    "config/label_registry/list": "labels",
+    "config/device_registry/list": "devices",
+    "config/entity_registry/list": "entities",
+    "config_entries/get": "config_entries",
+    "automation/config": "automations",
+    "script/config": "scripts",
+}
+# events after which a registry is stale: the collector re-fetches it
+REGISTRY_EVENTS = {
+    "area_registry_updated": "areas",
+    "floor_registry_updated": "floors",
+    "label_registry_updated": "labels",
+    "device_registry_updated": "devices",
+    "entity_registry_updated": "entities",
+    "automation_reloaded": "automations",
+    "script_reloaded": "scripts",
+}
+CONTROL_TYPES = frozenset({"pong", "auth_required", "auth_ok", "auth_invalid"})
+
+
+def _utc_iso(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).isoformat()
+
+
+class Processor:
+    """Feeds spool records into a ``LakeWriter``; call ``state()`` to checkpoint it."""
+
+    def __init__(self, lake: LakeWriter, *, home: str | None = None, max_message_bytes: int = 4 << 20,
+                 on_registry_stale: Callable[[str], None] | None = None) -> None:
+        self.lake = lake
+        self.home_override = home
+        self.max_message_bytes = max_message_bytes
+        self.on_registry_stale = on_registry_stale
+        self.home: str = home or "home"
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.subscriptions: dict[str, int] = {}
+        self.last_event_time: str | None = None
+        self.latest_state: dict[str, str] = {}
+        self.processed_seq = 0
+        self.current_conn = 0
+        self.counts: Counter[str] = Counter()
+
+    def state(self) -> dict[str, Any]:
+        return {"home": self.home, "pending": self.pending, "subscriptions": self.subscriptions,
+                "last_event_time": self.last_event_time, "latest_state": self.latest_state,
+                "current_conn": self.current_conn}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.home = self.home_override or state.get("home") or self.home
+        self.pending = dict(state.get("pending", {}))
+        self.subscriptions = dict(state.get("subscriptions", {}))
+        self.last_event_time = state.get("last_event_time")
+        self.latest_state = dict(state.get("latest_state", {}))
+        self.current_conn = state.get("current_conn", 0)
+
+    def process(self, record: SpoolRecord) -> None:
+        received_at = _utc_iso(record.received_at)
+        if record.conn != self.current_conn:
+            self._forget_other_connections(record.conn)
+        if record.kind == OUTBOUND:
+            self._remember_command(record)
+        else:
+            for message, raw in self._messages(record, received_at):
+                try:
+                    self._handle(record, message, raw, received_at)
+                except MalformedMessage as exc:
+                    self.quarantine(received_at, "message", str(exc), raw or msgspec.json.encode(message))
+                except Exception as exc:  # a message we cannot handle must not stop the ones after it
+                    log.exception("could not process a message of spool record %d", record.seq)
+                    self.quarantine(received_at, "message", f"processing error: {exc!r}",
+                                    raw or msgspec.json.encode(message))
+        self.processed_seq = record.seq
+
+    def quarantine(self, received_at: str, stage: str, reason: str, raw: bytes) -> None:
+        self.counts["quarantined"] += 1
+        log.warning("quarantined (%s): %s", stage, reason)
+        self.lake.add("quarantine", {"home": self.home, "received_at": received_at, "stage": stage,
+                                     "reason": reason, "raw": raw.decode("utf-8", "backslashreplace")})
+
+    def _forget_other_connections(self, conn: int) -> None:
+        """Replies and events of a closed connection never come: drop what waited for them."""
+        prefix = f"{conn}:"
+        self.pending = {key: cmd for key, cmd in self.pending.items() if key.startswith(prefix)}
+        self.subscriptions = {key: sid for key, sid in self.subscriptions.items() if key == str(conn)}
+        self.current_conn = conn
+
+    def _remember_command(self, record: SpoolRecord) -> None:
+        command = any_decoder.decode(record.payload)
+        if isinstance(command, dict) and isinstance(command.get("id"), int):
+            kept = {k: v for k, v in command.items() if k != "entity_ids"}
+            self.pending[f"{record.conn}:{command['id']}"] = kept
+
+    def _messages(self, record: SpoolRecord, received_at: str) -> list[tuple[Envelope, bytes | None]]:
+        """The frame's messages; what does not parse is quarantined here, message by message."""
+        try:
+            decoded = frame_decoder.decode(record.payload)
+            return [(m, None) for m in decoded] if isinstance(decoded, list) else [(decoded, None)]
+        except msgspec.DecodeError as exc:
+            first_error = str(exc)
+        try:
+            parsed = any_decoder.decode(record.payload)
+        except msgspec.DecodeError:
+            self.quarantine(received_at, "frame", f"invalid JSON: {first_error}", record.payload)
+            return []
+        messages = []
+        for item in parsed if isinstance(parsed, list) else [parsed]:
+            raw = msgspec.json.encode(item)
+            try:
+                messages.append((msgspec.json.decode(raw, type=Envelope), raw))
+            except msgspec.DecodeError as exc:
+                self.quarantine(received_at, "frame", f"unexpected message shape: {exc}", raw)
+        return messages
+
+    def _handle(self, record: SpoolRecord, message: Envelope, raw: bytes | None, received_at: str) -> None:
+        if message.type == "event":
+            self._handle_event(record, message, received_at)
+        elif message.type == "result":
+            self._handle_result(record, message, received_at)
+        elif message.type == "pong":
+            self.pending.pop(f"{record.conn}:{message.id}", None)
+        elif message.type not in CONTROL_TYPES:
+            raise MalformedMessage(f"unknown message type {message.type!r}")
+
+    def _handle_event(self, record: SpoolRecord, message: Envelope, received_at: str) -> None:
+        raw = bytes(message.event)
+        if self.subscriptions.get(str(record.conn)) != message.id:
+            raise MalformedMessage(f"event for unknown subscription id {message.id}")
+        if len(raw) > self.max_message_bytes:
+            raise MalformedMessage(f"event of {len(raw)} bytes exceeds the {self.max_message_bytes}-byte limit")
+        event = decode_event(raw)
+        row, states = event_rows(event, raw, received_at, self.home)
+        self.lake.add("events", row)
+        for state in states:
+            self._remember_latest(state)
+            self.lake.add("states", state)
+        self.counts["events"] += 1
+        self.counts["states"] += len(states)
+        if self.last_event_time is None or row["time_fired"] > self.last_event_time:
+            self.last_event_time = row["time_fired"]
+        stale = REGISTRY_EVENTS.get(event.event_type)
+        if stale and self.on_registry_stale is not None:
+            self.on_registry_stale(stale)
+
+    def _handle_result(self, record: SpoolRecord, message: Envelope, received_at: str) -> None:
+        command = self.pending.pop(f"{record.conn}:{message.id}", None)
+        if command is None:
+            raise MalformedMessage(f"result for unknown command id {message.id}")
+        kind = command.get("type")
+        if not message.success:
+            self.counts["command_errors"] += 1
+            raise MalformedMessage(f"command {kind} failed: {msgspec.json.encode(message.error).decode()}")
+        result = bytes(message.result)
+        if kind == "subscribe_events":
+            self.subscriptions[str(record.conn)] = message.id
+        elif kind == "get_config" and not self.home_override:
+            self.home = home_from_config(result) or self.home
+        if kind == "get_states":
+            self._add_new_states(snapshot_state_rows(result, received_at, self.home), record.seq, "snapshot")
+        elif kind == "history/history_during_period":
+            added = self._add_new_states(history_state_rows(result, received_at, self.home), record.seq,
+                                         "backfilled")
+            log.log(logging.INFO if added else logging.DEBUG, "backfill %s..%s: %d new state rows",
+                    command.get("start_time"), command.get("end_time"), added)
+        registry = REGISTRY_COMMANDS.get(kind)
+        if registry:
+            for row in registry_rows(registry, result, received_at, record.seq, self.home,
+                                     item_id=command.get("entity_id")):
+                self.lake.add(f"registry/{registry}", row)
+
+    def _add_new_states(self, rows: list[Row], seq: int, counter: str) -> int:
+        """Add the rows whose (entity_id, last_updated) the lake does not hold yet (±1 µs, since
+        history reports unix floats where live events carry exact ISO strings)."""
+        rows = [row for row in rows if self.latest_state.get(row["entity_id"]) != row["last_updated"]]
+        if not rows:
+            return 0
+        existing = self.lake.existing_state_keys(self.home, rows)
+        added = 0
+        seen: set[tuple[str, int]] = set()
+        for row, micros in zip(rows, iso_to_micros([r["last_updated"] for r in rows]), strict=True):
+            eid = row["entity_id"]
+            if any((eid, micros + d) in existing or (eid, micros + d) in seen for d in (-1, 0, 1)):
+                continue
+            seen.add((eid, micros))
+            self._remember_latest(row)
+            self.lake.add("states", row)
+            added += 1
+        self.counts[counter] += added
+        self.counts["states"] += added
+        return added
+
+    def _remember_latest(self, row: Row) -> None:
+        previous = self.latest_state.get(row["entity_id"])
+        if previous is None or row["last_updated"] > previous:
+            self.latest_state[row["entity_id"]] = row["last_updated"]
