@@ -92,6 +92,7 @@ class Collector:
         self._stale: set[str] = set()
         self._stale_event: asyncio.Event | None = None
         self._entity_ids: list[str] = []
+        self.metrics_server = None
 
     def recover(self) -> int:
         """Finish any interrupted commit and replay the spool past the last checkpoint."""
@@ -145,8 +146,8 @@ class Collector:
         self.sink.start()
         server = None
         if self.settings.metrics_port is not None:
-            server = serve_metrics(self.snapshot, self.sink.alive, self.settings.metrics_host,
-                                   self.settings.metrics_port)
+            server = self.metrics_server = serve_metrics(self.snapshot, self.sink.alive,
+                                                         self.settings.metrics_host, self.settings.metrics_port)
             log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, server.server_port)
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -93,6 +93,8 @@ class _Client:
     coalesce: bool = False
     subscription: int | None = None
     queue: list[dict[str, Any]] = field(default_factory=list)
+    # (monotonic time, event) of every event written to this client's socket
+    sent: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
 
 class ReplayServer:
@@ -106,6 +108,8 @@ class ReplayServer:
         self.host = host
         self.port = port
         self.clients: set[_Client] = set()
+        self.all_clients: list[_Client] = []
+        self.refuse_until = 0.0
         self.fired: list[dict[str, Any]] = []
         self.states: dict[str, dict[str, Any]] = {s["entity_id"]: s for s in recording.initial_states}
         self.finished = asyncio.Event()
@@ -132,8 +136,10 @@ class ReplayServer:
         self._server.close()
         await self._server.wait_closed()
 
-    async def drop_connections(self) -> None:
-        """Close every client the way a Home Assistant restart does (close code 1000)."""
+    async def drop_connections(self, refuse_for: float = 0.0) -> None:
+        """Close every client the way a Home Assistant restart does (close code 1000), and refuse
+        new connections for ``refuse_for`` seconds while the recording keeps firing."""
+        self.refuse_until = time.monotonic() + refuse_for
         for client in list(self.clients):
             await client.ws.close(1000)
 
@@ -179,10 +185,15 @@ class ReplayServer:
                 else:
                     for message in pending:
                         await client.ws.send(msgspec.json.encode(message).decode())
+                now = time.monotonic()
+                client.sent.extend((now, message["event"]) for message in pending)
             except websockets.ConnectionClosed:
                 self.clients.discard(client)
 
     async def _serve(self, ws: ServerConnection) -> None:
+        if time.monotonic() < self.refuse_until:
+            await ws.close(1013, "restarting")
+            return
         await ws.send(json.dumps({"type": "auth_required", "ha_version": self.recording.ha_version}))
         try:
             auth = json.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -195,6 +206,7 @@ class ReplayServer:
         await ws.send(json.dumps({"type": "auth_ok", "ha_version": self.recording.ha_version}))
         client = _Client(ws)
         self.clients.add(client)
+        self.all_clients.append(client)
         try:
             async for text in ws:
                 for message in self._answer(client, json.loads(text)):
