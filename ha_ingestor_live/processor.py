@@ -51,8 +51,9 @@ REGISTRY_EVENTS = {
     "device_registry_updated": "devices",
     "entity_registry_updated": "entities",
     "automation_reloaded": "automations",
-    "script_reloaded": "scripts",
 }
+# scripts fire no reload event of their own: the reload service call is the signal
+RELOAD_SERVICE_DOMAINS = {"script": "scripts", "automation": "automations"}
 CONTROL_TYPES = frozenset({"pong", "auth_required", "auth_ok", "auth_invalid"})
 
 
@@ -178,6 +179,10 @@ class Processor:
         if self.last_event_time is None or row["time_fired"] > self.last_event_time:
             self.last_event_time = row["time_fired"]
         stale = REGISTRY_EVENTS.get(event.event_type)
+        if event.event_type == "call_service" and b'"reload"' in raw:
+            call = any_decoder.decode(row["data"])
+            if call.get("service") == "reload":
+                stale = RELOAD_SERVICE_DOMAINS.get(call.get("domain"))
         if stale and self.on_registry_stale is not None:
             self.on_registry_stale(stale)
 

@@ -1,0 +1,1 @@
+"""Dagster definitions over the HA-Ingestor lake."""

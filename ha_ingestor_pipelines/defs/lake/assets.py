@@ -1,0 +1,33 @@
+"""The lake the live collector writes, declared as external assets with their column contract."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pyarrow as pa
+
+from ha_ingestor_live.lake_schema import EVENTS, QUARANTINE, REGISTRY, STATES
+
+
+def _table_schema(schema: pa.Schema) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(field.name, str(field.type)) for field in schema])
+
+
+def _lake_table(name: str, schema: pa.Schema, layout: str, description: str) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        key=["lake", name],
+        description=description,
+        group_name="lake",
+        kinds={"parquet"},
+        metadata={"layout": layout, "dagster/column_schema": _table_schema(schema)},
+    )
+
+
+events = _lake_table("events", EVENTS, "events/date=YYYY-MM-DD/part-*.parquet",
+                     "Every Home Assistant event, one row each, landed by `ha-ingestor collect`.")
+states = _lake_table("states", STATES, "states/date=YYYY-MM-DD/part-*.parquet",
+                     "Every state change (live, backfilled from HA's history, or from snapshots).")
+registry = _lake_table("registry", REGISTRY, "registry/<kind>/date=YYYY-MM-DD/part-*.parquet",
+                       "Registry and configuration snapshots (areas, floors, labels, devices, entities, "
+                       "config entries, automations, scripts, core config, services).")
+quarantine = _lake_table("quarantine", QUARANTINE, "quarantine/date=YYYY-MM-DD/part-*.parquet",
+                         "Input the collector could not turn into rows, with the reason and the raw text.")
