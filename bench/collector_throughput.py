@@ -415,7 +415,8 @@ class RssSampler(threading.Thread):
         self.samples.append((time.time(), self.process.memory_info().rss))
 
 
-async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = False) -> dict[str, Any]:
+async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = False,
+                        flush_rows: int = 100_000) -> dict[str, Any]:
     from ha_ingestor_live.collector import Collector, CollectorSettings
     from ha_ingestor_live.spool import INBOUND
 
@@ -424,7 +425,7 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
     if sampler:
         sampler.start()
     settings = CollectorSettings(ha_url=url, token=TOKEN, lake=work / "lake", state_dir=work / "state",
-                                 metrics_port=None, backfill_delay_s=0, flush_rows=100_000,
+                                 metrics_port=None, backfill_delay_s=0, flush_rows=flush_rows,
                                  flush_interval_s=10)
     collector = Collector(settings)
     # Instrumentation: remember when the first event frame was received (the read loop's own
@@ -489,7 +490,9 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
         steady = [value for at, value in sampler.samples if at >= t_first]
         result.update({"rss_before_mb": rss_before / 2**20, "rss_peak_mb": max(rss) / 2**20,
                        "rss_final_mb": rss[-1] / 2**20, "rss_samples": len(rss),
-                       "rss_median_streaming_mb": statistics.median(steady) / 2**20 if steady else float("nan")})
+                       "rss_median_streaming_mb": statistics.median(steady) / 2**20 if steady else float("nan"),
+                       "rss_series_mb": [(round(at - t_first, 2), round(value / 2**20, 1))
+                                         for at, value in sampler.samples]})
     return result
 
 
@@ -562,6 +565,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-seconds", type=float, default=30, help="length of the paced RSS run (0: skip)")
     parser.add_argument("--min-ratio", type=float, default=0.80, help="required collector/reference ratio")
     parser.add_argument("--max-rss-mb", type=float, default=200, help="required peak RSS at the paced rate")
+    parser.add_argument("--flush-rows", type=int, default=100_000,
+                        help="what-if: the collector's flush_rows (the issue's setting is 100000)")
+    parser.add_argument("--block-pandas", action="store_true",
+                        help="what-if: make `import pandas` fail in this process (pyarrow imports it lazily "
+                             "on the first pa.array call; the collector never uses it)")
     parser.add_argument("--workdir", type=Path, default=None, help="where lakes and spools go (a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the lakes and spools")
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and server to cores")
@@ -572,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
+    if args.block_pandas:
+        sys.meta_path.insert(0, _NoPandas())
     client_core, server_core = (None, None) if args.no_pin else pin_self()
     rss_events = int(args.rate_for_rss * args.rss_seconds) if args.rss_seconds > 0 else 0
     pool_size = max(args.events, rss_events)
@@ -617,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             run_dir = work / "rss"
             result = asyncio.run(run_collector(url(rss_events, args.rate_for_rss), rss_events, run_dir,
-                                               sample_rss=True))
+                                               sample_rss=True, flush_rows=args.flush_rows))
             result["server"] = blast_stats()
             result["verify"] = verify_collector(run_dir / "lake", rss_events)
             report["rss"] = result
@@ -650,7 +660,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.only != "reference":
                 run_dir = work / f"collector-{round_}"
                 cpu0 = server_ps.cpu_times()
-                result = asyncio.run(run_collector(url(args.events), args.events, run_dir))
+                result = asyncio.run(run_collector(url(args.events), args.events, run_dir,
+                                                   flush_rows=args.flush_rows))
                 result["server"] = blast_stats()
                 result["server_cpu_s"] = _cpu_delta(cpu0, server_ps.cpu_times())
                 result["verify"] = verify_collector(run_dir / "lake", args.events)
@@ -676,6 +687,15 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(report, indent=2, default=str))
     print(f"\nresults written to {path}")
     return 0 if summary["pass"] else 1
+
+
+class _NoPandas:
+    """Meta path finder that refuses pandas (pyarrow then skips its pandas integration)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("pandas is blocked by --block-pandas")
+        return None
 
 
 def _cpu_model() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import dataclasses
 import logging
 from pathlib import Path
@@ -17,6 +18,9 @@ log = logging.getLogger(__name__)
 
 async def run_demo(settings: CollectorSettings, *, speed: float, capture: Path | None = None) -> int:
     recording = Recording.load(capture or bundled_capture())
+    if recording.events:  # replay as if it were happening now, so every run is new data for today
+        first = dt.datetime.fromisoformat(recording.events[0][1]["time_fired"])
+        recording = recording.shifted(round((dt.datetime.now(dt.UTC) - first).total_seconds()))
     duration = recording.events[-1][0] / speed if recording.events else 0
     log.info("replaying %d recorded events of a real Home Assistant %s at %gx (%.0f s)",
              len(recording.events), recording.ha_version, speed, duration)
@@ -49,9 +53,9 @@ def summary(lake: Path) -> str:
         for source, n in con.execute(f"SELECT source, count(*) FROM read_parquet('{lake}/states/**/*.parquet', "
                                      "hive_partitioning=true) GROUP BY 1 ORDER BY 2 DESC").fetchall():
             lines.append(f"  {source:<10} {n:>8}")
-        lines.append("\nTry it:")
-        lines.append(f"  duckdb -c \"SELECT entity_id, count(*) FROM read_parquet('{lake}/states/**/*.parquet', "
-                     "hive_partitioning=true) GROUP BY 1 ORDER BY 2 DESC LIMIT 10\"")
+        lines.append("\nQuery it with DuckDB:")
+        lines.append(f"  SELECT entity_id, count(*) FROM read_parquet('{lake}/states/**/*.parquet', "
+                     "hive_partitioning=true) GROUP BY 1 ORDER BY 2 DESC LIMIT 10;")
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,15 @@ def bundled_capture() -> Path:
     return Path(str(resources.files("ha_ingestor_live") / "data" / BUNDLED_CAPTURE))
 
 
-def _iso_to_unix(value: str) -> float:
-    from datetime import datetime
+_STATE_TIMES = ("last_changed", "last_updated", "last_reported")
 
+
+def _iso_to_unix(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
+
+
+def _shift_iso(value: str, seconds: float) -> str:
+    return (datetime.fromisoformat(value) + timedelta(seconds=seconds)).isoformat()
 
 
 @dataclass
@@ -80,6 +86,24 @@ class Recording:
                     elif msg.get("type") == "event" and msg.get("id") == subscription:
                         events.append((record["t"] - t_subscribed, msg["event"]))
         return cls(ha_version, results, results.pop("get_states", []) or [], events)
+
+    def shifted(self, seconds: float) -> Recording:
+        """The same recording with every HA timestamp moved by ``seconds`` (a replay that looks live)."""
+        def state(value: dict[str, Any] | None) -> dict[str, Any] | None:
+            if value is None:
+                return None
+            return {**value, **{k: _shift_iso(value[k], seconds) for k in _STATE_TIMES if value.get(k)}}
+
+        def event(value: dict[str, Any]) -> dict[str, Any]:
+            shifted = {**value, "time_fired": _shift_iso(value["time_fired"], seconds)}
+            if value["event_type"] == "state_changed":
+                data = value["data"]
+                shifted["data"] = {**data, "old_state": state(data.get("old_state")),
+                                   "new_state": state(data.get("new_state"))}
+            return shifted
+
+        return Recording(self.ha_version, self.results, [state(s) for s in self.initial_states],
+                         [(offset, event(e)) for offset, e in self.events])
 
 
 def _command_key(command: dict[str, Any]) -> str:

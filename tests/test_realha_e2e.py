@@ -48,9 +48,10 @@ SAMPLES = 12
 
 def _realha_paths(env: dict[str, str]) -> dict[str, str]:
     """The paths env.sh derives for this environment (so the test never guesses them)."""
-    out = subprocess.run(["bash", "-c", f'source "{REALHA}/env.sh" && printf "%s\\n" "$REALHA_DIR" "$HA_VENV" '
-                                        '"$HA_CONFIG" "$HA_TOKEN_FILE" "$HA_INSTANCE"'],
-                         env=env, capture_output=True, text=True, check=True).stdout.split("\n")
+    script = (f'source "{REALHA}/env.sh" && '
+              'printf "%s\\n" "$REALHA_DIR" "$HA_VENV" "$HA_CONFIG" "$HA_TOKEN_FILE" "$HA_INSTANCE"')
+    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
     return dict(zip(("realha_dir", "venv", "config", "token_file", "instance"), out, strict=False))
 
 
@@ -58,7 +59,8 @@ def _realha_paths(env: dict[str, str]) -> dict[str, str]:
 def realha_venv() -> Path:
     """Install (or find, in about 0.1 s) the Home Assistant venv; skip only when that fails."""
     try:
-        proc = subprocess.run([str(REALHA / "install.sh")], capture_output=True, text=True, timeout=900)
+        proc = subprocess.run([str(REALHA / "install.sh")], check=False, capture_output=True, text=True,
+                              timeout=900)
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"no real Home Assistant: tools/realha/install.sh could not run: {exc!r}")
     if proc.returncode != 0:
@@ -206,15 +208,16 @@ def _when(us: int, marks: dict[str, float]) -> str:
     return f"{name}{t - at:+.3f}s"
 
 
-def summarize(result: dict, recorder: list, lake_rows: list, marks: dict[str, float], extra_info: dict) -> str:
+def summarize(result: dict, recorder: list, lake_rows: list, marks: dict[str, float],
+              extra_info: dict) -> str:
     sources = collections.Counter(src for *_, src in lake_rows)
     lines = [
-        f"recorder states rows: {len(recorder)} ({result['recorder_compared']} up to the cut, "
-        f"{result['recorder_after_cut']} unmatched after it)",
+        (f"recorder states rows: {len(recorder)} ({result['recorder_compared']} up to the cut, "
+        f"{result['recorder_after_cut']} unmatched after it)"),
         f"lake states rows: {len(lake_rows)} by source {dict(sources.most_common())}",
-        f"missing from lake: {len(result['missing'])}, extra in lake: {len(result['extra'])}, "
+        (f"missing from lake: {len(result['missing'])}, extra in lake: {len(result['extra'])}, "
         f"state mismatches: {len(result['state_mismatch'])}, duplicate keys: {len(result['duplicates'])}, "
-        f"±1 µs near-duplicates: {len(result['near_duplicates'])}",
+        f"±1 µs near-duplicates: {len(result['near_duplicates'])}"),
         "landmarks (unix s): " + ", ".join(f"{k}={v:.3f}" for k, v in marks.items() if v is not None),
     ]
     lines += [f"{k}: {v}" for k, v in extra_info.items()]
@@ -250,8 +253,8 @@ def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path)
     watch: HealthWatch | None = None
     info: dict = {"port": port, "tmp": str(tmp_path)}
     try:
-        started = subprocess.run([str(REALHA / "ha_start.sh"), "--fresh"], env=env, capture_output=True,
-                                 text=True, timeout=360)
+        started = subprocess.run([str(REALHA / "ha_start.sh"), "--fresh"], env=env, check=False,
+                                 capture_output=True, text=True, timeout=360)
         assert started.returncode == 0, f"ha_start.sh failed:\n{started.stdout}\n{started.stderr}"
         marks["ha_running"] = time.time()
         token_file = tmp_path / "token"
@@ -268,7 +271,8 @@ def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path)
         watch.start()
         _wait(lambda: watch.connected_since() is not None or collector.poll() is not None, 60,
               "the collector to connect", lambda: _tail(collector_log))
-        assert collector.poll() is None, f"the collector exited {collector.returncode}:\n{_tail(collector_log)}"
+        assert collector.poll() is None, (f"the collector exited {collector.returncode}:\n"
+                                          f"{_tail(collector_log)}")
         marks["collector_connected"] = watch.connected_since()
 
         activity_log = tmp_path / "activity.log"
@@ -279,7 +283,7 @@ def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path)
                  "--duration", str(ACTIVITY_S), "--rate", "4", "--clients", "2", "--burst-every", "30",
                  "--burst-size", "60", "--burst-clients", "2", "--registry-every", "12", "--seed", "7",
                  "--report", str(tmp_path / "activity.json")],
-                env=env, stdout=out, stderr=subprocess.STDOUT, timeout=ACTIVITY_S + 120)
+                env=env, stdout=out, stderr=subprocess.STDOUT, timeout=ACTIVITY_S + 120, check=False)
         marks["activity_end"] = time.time()
         assert activity.returncode == 0, f"activity.py exited {activity.returncode}:\n{_tail(activity_log)}"
         report = json.loads((tmp_path / "activity.json").read_text())
@@ -302,7 +306,8 @@ def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path)
         info["healthz_before_stop"] = {k: watch.last.get(k) for k in
                                        ("connected", "events", "states", "backfilled", "reconnects",
                                         "quarantined", "command_errors", "spool_depth")}
-        info["connection_transitions"] = [(round(t - marks["test_start"], 2), c) for t, c in watch.transitions]
+        info["connection_transitions"] = [(round(t - marks["test_start"], 2), c)
+                                          for t, c in watch.transitions]
         assert watch.connected_since() is not None, "the collector is not connected before the stop"
 
         # every state HA set before this moment reached the collector live or by backfill
@@ -317,12 +322,32 @@ def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path)
         if collector is not None and collector.poll() is None:
             collector.kill()
             collector.wait(10)
-        stopped = subprocess.run([str(REALHA / "ha_stop.sh")], env=env, capture_output=True, text=True,
-                                 timeout=120)
+        stopped = subprocess.run([str(REALHA / "ha_stop.sh")], env=env, check=False, capture_output=True,
+                                 text=True, timeout=120)
         print(f"ha_stop.sh: {stopped.stdout.strip()} {stopped.stderr.strip()}")
 
     recorder = _recorder_rows(Path(paths["config"]) / "home-assistant_v2.db")
     lake_rows = _lake(lake, "states", "SELECT entity_id, epoch_us(last_updated), state, source FROM t")
+    # how the restart looked from the collector: HA's restart call (if it arrived live), the
+    # collector noticing the close, HA's process exit, the reconnect
+    calls = _lake(lake, "events", "SELECT min(epoch_us(time_fired)) FROM t WHERE event_type = 'call_service' "
+                                  "AND data LIKE '%\"domain\":\"homeassistant\"%\"service\":\"restart\"%'")
+    if calls and calls[0][0]:
+        marks["restart_call"] = calls[0][0] / 1e6
+    lost = [t for t, up in watch.transitions if not up and t > marks["collector_connected"]]
+    if lost:
+        marks["collector_disconnected"] = lost[0]
+    if "restart_call" in marks and lost:
+        info["restart_timing_s"] = {"call_to_collector_disconnect": round(lost[0] - marks["restart_call"], 2),
+                                    "call_to_hass_exit": round(marks["restart"] - marks["restart_call"], 2),
+                                    "hass_exit_to_reconnect": round(marks["reconnected"]
+                                                                    - marks["restart"], 2)}
+    backfill_windows = collections.Counter(
+        "initial import" if us / 1e6 < marks["collector_connected"]
+        else "restart gap" if (marks.get("restart_call", marks["restart"] - 15) <= us / 1e6
+                               <= marks["reconnected"] + BACKFILL_DELAY_S)
+        else "other" for _eid, us, _state, source in lake_rows if source == "backfill")
+    info["backfill_rows_by_window"] = dict(backfill_windows)
     result = compare(recorder, lake_rows, round(marks["cut"] * 1e6))
     event_dups = _lake(lake, "events", "SELECT event_id, count(*) FROM t GROUP BY 1 HAVING count(*) > 1")
     quarantine = _lake(lake, "quarantine", "SELECT stage, reason, left(raw, 200) FROM t")
