@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import dataclasses
+import datetime as dt
 import logging
 from pathlib import Path
 
