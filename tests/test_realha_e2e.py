@@ -64,7 +64,7 @@ def realha_venv() -> Path:
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"no real Home Assistant: tools/realha/install.sh could not run: {exc!r}")
     if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
         pytest.skip(f"no real Home Assistant: tools/realha/install.sh exited {proc.returncode}: {tail}")
     venv = Path(_realha_paths(dict(os.environ))["venv"])
     if not (venv / "bin" / "hass").exists():

@@ -1,0 +1,74 @@
+"""The lake as a typed resource: raw tables the collector writes, derived tables the pipelines write."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from ha_ingestor_live.lake_schema import SCHEMAS
+
+
+class LakeResource(dg.ConfigurableResource):
+    """``root`` is the lake directory (``HA_INGESTOR_LAKE``, default ``./data/lake``).
+
+    Derived tables live under ``<root>/derived/<name>/date=YYYY-MM-DD/data.parquet``; one file per
+    partition, replaced whole, so a rerun or backfill of a day rewrites exactly that day.
+    """
+
+    root: str = "./data/lake"
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root)
+
+    def raw_files(self, location: str, date: str) -> list[Path]:
+        """Committed Parquet files of a raw table (``events``, ``states``, ``registry/areas``...) for one day."""
+        return sorted((self.path / location / f"date={date}").glob("*.parquet"))
+
+    def scan_raw(self, location: str, date: str) -> pl.LazyFrame:
+        """One day of a raw table; an empty frame of the contract's schema when nothing landed."""
+        files = self.raw_files(location, date)
+        if not files:
+            return pl.LazyFrame(schema=pl.Schema(pl.from_arrow(SCHEMAS[location.split("/")[0]].empty_table()).schema))
+        return pl.scan_parquet(files)
+
+    def raw_dates(self, location: str) -> list[str]:
+        directory = self.path / location
+        if not directory.is_dir():
+            return []
+        return sorted(p.name.removeprefix("date=") for p in directory.glob("date=*") if any(p.glob("*.parquet")))
+
+    def derived_file(self, name: str, date: str) -> Path:
+        return self.path / "derived" / name / f"date={date}" / "data.parquet"
+
+    def scan_derived(self, name: str) -> pl.LazyFrame:
+        return pl.scan_parquet(self.path / "derived" / name / "date=*" / "data.parquet", hive_partitioning=True)
+
+    def replace_partition(self, name: str, date: str, frame: pl.LazyFrame | pl.DataFrame) -> Path:
+        """Write ``frame`` as the whole of ``name``'s ``date`` partition, atomically (temp dir, then rename)."""
+        final = self.derived_file(name, date)
+        staging = final.parent.with_name(f".{final.parent.name}.{uuid.uuid4().hex}")
+        staging.mkdir(parents=True)
+        if isinstance(frame, pl.LazyFrame):
+            frame.sink_parquet(staging / final.name, compression="zstd")
+        else:
+            frame.write_parquet(staging / final.name, compression="zstd")
+        retired = None
+        if final.parent.exists():
+            retired = final.parent.with_name(f".{final.parent.name}.old.{uuid.uuid4().hex}")
+            os.replace(final.parent, retired)
+        os.replace(staging, final.parent)
+        if retired is not None:
+            shutil.rmtree(retired)
+        return final
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB database file with views over the lake and the SQL models (one writer at a time)."""
+
+    database: str = "./data/warehouse.duckdb"
