@@ -134,6 +134,7 @@ class ReplayServer:
         self.clients: set[_Client] = set()
         self.all_clients: list[_Client] = []
         self.refuse_until = 0.0
+        self.answer_pings = True
         self.fired: list[dict[str, Any]] = []
         self.states: dict[str, dict[str, Any]] = {s["entity_id"]: s for s in recording.initial_states}
         self.finished = asyncio.Event()
@@ -243,7 +244,8 @@ class ReplayServer:
     def _answer(self, client: _Client, command: dict[str, Any]) -> Iterator[dict[str, Any]]:
         kind, message_id = command.get("type"), command.get("id")
         if kind == "ping":
-            yield {"id": message_id, "type": "pong"}
+            if self.answer_pings:
+                yield {"id": message_id, "type": "pong"}
             return
         if kind == "supported_features":
             client.coalesce = bool(command.get("features", {}).get("coalesce_messages"))

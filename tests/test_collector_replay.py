@@ -128,6 +128,28 @@ def test_dropped_connection_is_backfilled_from_history(recording, tmp_path):
     assert events == len(delivered)
 
 
+def test_silent_server_is_detected_by_ping_and_reconnected(recording, tmp_path):
+    async def scenario():
+        async with ReplayServer(recording, token=TOKEN, speed=25) as server:
+            collector = Collector(_settings(server.url, tmp_path, ping_interval_s=0.5, ping_timeout_s=0.5))
+
+            async def go_silent():
+                await asyncio.sleep(2)
+                server.answer_pings = False
+                while collector.reconnects == 0:
+                    await asyncio.sleep(0.05)
+                server.answer_pings = True
+
+            await _collect_while(server, collector, go_silent)
+            return server, collector
+
+    server, collector = asyncio.run(scenario())
+    assert collector.reconnects >= 1 and len(server.all_clients) >= 2
+    fired = _iso_keys(fired_state_keys(e for _, e in recording.events))
+    assert fired <= set(_state_keys(tmp_path / "lake"))
+    _assert_no_duplicates(tmp_path / "lake")
+
+
 @pytest.mark.parametrize("replay_server", [10.0], indirect=True)
 def test_kill_9_mid_stream_loses_and_repeats_nothing(replay_server, tmp_path):
     lake, state, log = tmp_path / "lake", tmp_path / "state", tmp_path / "collector.log"
