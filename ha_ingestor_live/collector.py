@@ -21,20 +21,14 @@ from .client import AuthenticationFailed, CommandFailed, HAConnection, HomeAssis
 from .lake import LakeWriter
 from .messages import entity_ids_decoder
 from .metrics import serve_metrics
-from .processor import Processor
+from .processor import REGISTRY_COMMANDS, Processor
 from .sink import DurableSink
 from .spool import INBOUND, OUTBOUND, FsyncPolicy, Spool
 
 log = logging.getLogger(__name__)
 
-REGISTRY_LIST_COMMANDS = {
-    "areas": "config/area_registry/list",
-    "floors": "config/floor_registry/list",
-    "labels": "config/label_registry/list",
-    "devices": "config/device_registry/list",
-    "entities": "config/entity_registry/list",
-    "config_entries": "config_entries/get",
-}
+REGISTRY_LIST_COMMANDS = {kind: command for command, kind in REGISTRY_COMMANDS.items()
+                          if command.startswith("config")}
 
 
 @dataclass(frozen=True)
@@ -128,7 +122,7 @@ class Collector:
             "quarantined": counts["quarantined"], "backfilled": counts["backfilled"],
             "command_errors": counts["command_errors"], "reconnects": self.reconnects,
             "frames": self.sink.stats.frames_submitted, "rows_committed": dict(self.sink.stats.rows_committed),
-            "spool_depth": self.sink.stats.frames_submitted and self.spool.depth(self.lake.committed_seq),
+            "spool_depth": self.spool.depth(self.lake.committed_seq),
             "lag_seconds": lag, "home": self.processor.home, "last_event_time": last,
             "spool_latency_p99": latencies[int(len(latencies) * 0.99)] if latencies else 0.0,
         }

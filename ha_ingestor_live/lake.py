@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .durable_io import fsync_path, write_json_atomically
 from .lake_schema import PARTITION_TIME, SCHEMAS, TIMESTAMP
 from .normalize import Row, partition_date
 
@@ -78,15 +79,15 @@ class LakeWriter:
             final = directory / f"part-{self.committed_seq + 1:012d}-{through_seq:012d}-{self.writer_id}.parquet"
             temp = final.with_name(final.name + ".tmp")
             pq.write_table(table, temp, compression=self.compression)
-            _fsync_file(temp)
+            fsync_path(temp)
             renames.append((str(temp), str(final)))
             result.rows[location] = result.rows.get(location, 0) + table.num_rows
             result.files.append(final)
         if renames:
-            _write_json_atomically(self.state_dir / INTENT,
+            write_json_atomically(self.state_dir / INTENT,
                                    {"through_seq": through_seq, "renames": renames, "processor": processor_state})
             _apply_renames(renames)
-        _write_json_atomically(self.state_dir / CHECKPOINT,
+        write_json_atomically(self.state_dir / CHECKPOINT,
                                {"committed_seq": through_seq, "processor": processor_state})
         if renames:
             (self.state_dir / INTENT).unlink()
@@ -102,7 +103,7 @@ class LakeWriter:
         if intent_path.exists():
             intent = msgspec.json.decode(intent_path.read_bytes())
             _apply_renames([tuple(pair) for pair in intent["renames"]])
-            _write_json_atomically(self.state_dir / CHECKPOINT,
+            write_json_atomically(self.state_dir / CHECKPOINT,
                                    {"committed_seq": intent["through_seq"], "processor": intent["processor"]})
             intent_path.unlink()
         for stray in self.root.rglob(f"part-*-{self.writer_id}.parquet.tmp"):
@@ -162,30 +163,4 @@ def _apply_renames(renames: list[tuple[str, str]]) -> None:
             os.replace(temp, final)
         directories.add(os.path.dirname(final))
     for directory in directories:
-        _fsync_dir(directory)
-
-
-def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:
-    temp = path.with_name(path.name + ".tmp")
-    with open(temp, "wb") as handle:
-        handle.write(msgspec.json.encode(document))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    _fsync_dir(str(path.parent))
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: str | Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_path(directory)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from .durable_io import fsync_path
+
 MAGIC = b"HS"
 # magic, kind, conn, seq, received_at, payload length, crc32 of everything after the magic but the crc
 HEADER = struct.Struct("<2scQQdII")
@@ -106,7 +108,7 @@ class Spool:
         path = self.directory / f"{self.next_seq:020d}.wal"
         self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - owned for the spool's lifetime
         self._segment_size = path.stat().st_size
-        _fsync_dir(self.directory)
+        fsync_path(self.directory)
 
     def append_batch(self, records: list[tuple[bytes, int, float, bytes]]) -> int:
         """Append (kind, conn, received_at, payload) records; returns the last sequence number."""
@@ -144,11 +146,3 @@ class Spool:
             self._sync()
             self._file.close()
             self._file = None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
