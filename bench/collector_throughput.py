@@ -47,6 +47,7 @@ TOKEN = "bench-token"
 HA_VERSION = "2025.4.4"
 EVENT_DATE_BASE = dt.datetime(2026, 11, 26, 8, 0, 0, tzinfo=dt.UTC)  # N µs apart: all on one UTC date
 REFERENCE_FLUSH_ROWS = 100_000
+ENTITY_COMMANDS = ("automation/config", "script/config")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 log = logging.getLogger("bench")
@@ -105,10 +106,9 @@ class LoadServer:
     def __init__(self, recording: Any, pool: list[bytes], stats_queue: Any) -> None:
         self.pool = pool
         self.stats_queue = stats_queue
-        self.results: dict[str, bytes] = {key: orjson.dumps(value) for key, value in recording.results.items()}
+        self.results = {key: orjson.dumps(value) for key, value in recording.results.items()}
         self.results["get_states"] = orjson.dumps(recording.initial_states)
         self.results["history/history_during_period"] = b"{}"
-        self.commands: dict[str, int] = {}
 
     async def handle(self, ws: Any) -> None:
         import websockets
@@ -145,17 +145,17 @@ class LoadServer:
                                   text=True)
                     blaster = asyncio.create_task(self._blast(ws, frames, n, rate, commands))
                     continue
-                elif kind in ("automation/config", "script/config"):
+                elif kind in ENTITY_COMMANDS:
                     result = self.results.get(f"{kind} {command.get('entity_id')}")
                 else:
                     result = self.results.get(kind)
                 if result is None:
-                    code = b"not_found" if kind in ("automation/config", "script/config") else b"unknown_command"
+                    code = b"not_found" if kind in ENTITY_COMMANDS else b"unknown_command"
                     await ws.send(b'{"id":%d,"type":"result","success":false,"error":{"code":"%s",'
                                   b'"message":"not in this recording"}}' % (message_id, code), text=True)
                 else:
-                    await ws.send(b'{"id":%d,"type":"result","success":true,"result":%s}' % (message_id, result),
-                                  text=True)
+                    await ws.send(b'{"id":%d,"type":"result","success":true,"result":%s}'
+                                  % (message_id, result), text=True)
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -169,7 +169,8 @@ class LoadServer:
             return messages
         return [b"[" + b",".join(messages[i:i + frame_size]) + b"]" for i in range(0, n, frame_size)]
 
-    async def _blast(self, ws: Any, frames: list[bytes], n: int, rate: float, commands: dict[str, int]) -> None:
+    async def _blast(self, ws: Any, frames: list[bytes], n: int, rate: float,
+                     commands: dict[str, int]) -> None:
         import websockets
 
         per_frame = n / len(frames)
@@ -287,13 +288,13 @@ async def run_wire(url: str, n: int, frame_size: int) -> dict[str, Any]:
         await _handshake(ws)
         clock = CpuClock()
         first = await ws.recv(decode=False)
-        t_first = time.time()
+        t_first, cpu_first = time.time(), time.process_time()
         for _ in range(frames_expected - 1):
             await ws.recv(decode=False)
-        t_end = time.time()
+        t_end, cpu_end = time.time(), time.process_time()
     seconds = t_end - t_first
     return {"events": n, "seconds": seconds, "events_per_s": n / seconds, "first_frame_bytes": len(first),
-            **clock.stop()}
+            "cpu_us_per_event": (cpu_end - cpu_first) / n * 1e6, **clock.stop()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,7 +359,7 @@ async def run_reference(url: str, n: int, lake: Path) -> dict[str, Any]:
                 if message.get("type") != "event":
                     continue
                 if t_first is None:
-                    t_first = now
+                    t_first, cpu_first = now, time.process_time()
                 event = message["event"]
                 payload = event.get("data") or {}
                 new = payload.get("new_state") if event["event_type"] == "state_changed" else None
@@ -386,10 +387,11 @@ async def run_reference(url: str, n: int, lake: Path) -> dict[str, Any]:
         if buffered:
             part += 1
             files += _reference_write(lake, columns, part)
-        t_end = time.time()
+        t_end, cpu_end = time.time(), time.process_time()
         cpu = clock.stop()
     seconds = t_end - (t_first or t_end)
-    return {"events": received, "seconds": seconds, "events_per_s": received / seconds, "files": files, **cpu}
+    return {"events": received, "seconds": seconds, "events_per_s": received / seconds, "files": files,
+            "cpu_us_per_event": (cpu_end - cpu_first) / received * 1e6, **cpu}
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,7 +423,9 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
     from ha_ingestor_live.spool import INBOUND
 
     sampler = RssSampler() if sample_rss else None
-    rss_before = psutil.Process().memory_info().rss
+    me = psutil.Process()
+    rss_before = me.memory_info().rss
+    uss_before = me.memory_full_info().uss if sample_rss else 0
     if sampler:
         sampler.start()
     settings = CollectorSettings(ha_url=url, token=TOKEN, lake=work / "lake", state_dir=work / "state",
@@ -436,6 +440,7 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
     def timed_submit(kind: bytes, conn: int, received_at: float, payload: bytes) -> None:
         if not first_event_at and kind == INBOUND and b'"type":"event"' in payload[:64]:
             first_event_at.append(received_at)
+            first_event_at.append(time.process_time())
         submit(kind, conn, received_at, payload)
 
     collector.sink.submit = timed_submit
@@ -459,7 +464,7 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
                 task.result()
                 raise RuntimeError("collector stopped before all rows were committed")
             await asyncio.sleep(0.005)
-        t_end = time.time()
+        t_end, cpu_end = time.time(), time.process_time()
     finally:
         collector.request_stop()
         await task
@@ -469,28 +474,32 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
     cpu = clock.stop()
     if sampler:
         sampler.stop()
-    t_first = first_event_at[0]
+        uss_final = me.memory_full_info().uss
+    t_first, cpu_first = first_event_at
     seconds = t_end - t_first
     latencies = list(stats.spool_latency)
     result: dict[str, Any] = {
         "events": counts["events"], "states": counts["states"], "quarantined": counts["quarantined"],
         "command_errors": counts["command_errors"], "reconnects": collector.reconnects,
         "seconds": seconds, "events_per_s": n / seconds, "processed_s": t_processed - t_first,
-        "frames": stats.frames_submitted, "commits": stats.commits, "rows_committed": dict(stats.rows_committed),
+        "frames": stats.frames_submitted, "commits": stats.commits,
+        "rows_committed": dict(stats.rows_committed),
         "spool_latency_p50_ms": _percentile(latencies, 0.50) * 1000,
         "spool_latency_p99_ms": _percentile(latencies, 0.99) * 1000,
         "spool_latency_max_ms": max(latencies) * 1000 if latencies else float("nan"),
-        "latency_samples": len(latencies), **cpu,
+        "latency_samples": len(latencies), "cpu_us_per_event": (cpu_end - cpu_first) / n * 1e6, **cpu,
         # CPU seconds per thread from start to the last event processed (main = read loop)
         "thread_cpu_s": {name: round(seconds - threads_before.get(name, 0.0), 3)
-                         for name, seconds in threads.items() if name in ("MainThread", "spool", "processor")},
+                         for name, seconds in threads.items()
+                         if name in ("MainThread", "spool", "processor")},
     }
     if sampler:
         rss = [value for at, value in sampler.samples]
         steady = [value for at, value in sampler.samples if at >= t_first]
-        result.update({"rss_before_mb": rss_before / 2**20, "rss_peak_mb": max(rss) / 2**20,
+        result.update({"uss_before_mb": uss_before / 2**20, "uss_final_mb": uss_final / 2**20,
+                       "rss_before_mb": rss_before / 2**20, "rss_peak_mb": max(rss) / 2**20,
                        "rss_final_mb": rss[-1] / 2**20, "rss_samples": len(rss),
-                       "rss_median_streaming_mb": statistics.median(steady) / 2**20 if steady else float("nan"),
+                       "rss_median_streaming_mb": statistics.median(steady) / 2**20 if steady else None,
                        "rss_series_mb": [(round(at - t_first, 2), round(value / 2**20, 1))
                                          for at, value in sampler.samples]})
     return result
@@ -504,8 +513,8 @@ def verify_collector(lake: Path, n: int) -> dict[str, Any]:
     import duckdb
 
     con = duckdb.connect()
-    events, distinct = con.execute(
-        f"select count(*), count(distinct event_id) from read_parquet('{lake}/events/**/*.parquet')").fetchone()
+    events, distinct = con.execute("select count(*), count(distinct event_id) "
+                                   f"from read_parquet('{lake}/events/**/*.parquet')").fetchone()
     states = con.execute(f"select count(*) from read_parquet('{lake}/states/**/*.parquet')").fetchone()[0]
     tmp = [str(p) for p in lake.rglob("*.tmp")]
     ok = events == n and distinct == n and not tmp
@@ -570,11 +579,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-pandas", action="store_true",
                         help="what-if: make `import pandas` fail in this process (pyarrow imports it lazily "
                              "on the first pa.array call; the collector never uses it)")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="what-if: sys.setswitchinterval for this process (Python's default is 0.005 s)")
     parser.add_argument("--workdir", type=Path, default=None, help="where lakes and spools go (a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the lakes and spools")
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and server to cores")
     parser.add_argument("--only", choices=("reference", "collector"), help="skip the other pipeline")
-    parser.add_argument("--json", type=Path, default=None, help="result file (default bench/results/<ts>.json)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="result file (default bench/results/<timestamp>.json)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -582,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.block_pandas:
         sys.meta_path.insert(0, _NoPandas())
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     client_core, server_core = (None, None) if args.no_pin else pin_self()
     rss_events = int(args.rate_for_rss * args.rss_seconds) if args.rss_seconds > 0 else 0
     pool_size = max(args.events, rss_events)
@@ -599,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "cpus": os.cpu_count(), "cpu_model": _cpu_model(),
                     "client_core": client_core, "server_core": server_core,
-                    "client_affinity": sorted(os.sched_getaffinity(0))},
+                    "client_affinity": sorted(os.sched_getaffinity(0)),
+                    "loadavg_at_start": os.getloadavg()},
         "wire": [], "reference": [], "collector": [], "rss": None,
     }
     try:
@@ -607,70 +622,76 @@ def main(argv: list[str] | None = None) -> int:
         report["server"] = ready
         port = ready["port"]
         print(f"load server pid {server.pid} on 127.0.0.1:{port}, affinity {ready['affinity']}, "
-              f"{ready['pool']:,} events ({ready['pool_bytes'] / ready['pool'] :.0f} B avg) from "
+              f"{ready['pool']:,} events ({ready['pool_bytes'] / ready['pool']:.0f} B avg) from "
               f"{ready['templates']:,} recorded, prepared in {ready['prepare_s']:.1f} s; "
               f"client affinity {report['machine']['client_affinity']}", flush=True)
+        monitor = ContentionMonitor(client_core, server_core, server_ps)
 
         def url(n: int, rate: float = 0) -> str:
             """The run's parameters travel in the path: the collector appends /api/websocket itself."""
             return f"ws://127.0.0.1:{port}/n{n}/r{rate:g}/f{args.frame_size}"
 
-        def ws_url(n: int) -> str:
-            return url(n) + "/api/websocket"
+        def measured(kind: str, coroutine: Any) -> dict[str, Any]:
+            drain(queue)
+            monitor.start()
+            result = asyncio.run(coroutine)
+            result["contention"] = monitor.stop()
+            result["server"] = next_stat(queue, "blast")
+            if kind == "rss":
+                report["rss"] = result
+            else:
+                report[kind].append(result)
+            return result
 
-        def blast_stats() -> dict[str, Any]:
-            return next_stat(queue, "blast")
+        def describe(result: dict[str, Any]) -> str:
+            other = result["contention"]["other_on_client_core"]
+            verified = "" if "verify" not in result else (
+                ", verify ok" if result["verify"]["ok"] else ", verify FAILED")
+            return (f"{result['events_per_s']:,.0f} events/s in {result['seconds']:.2f} s, "
+                    f"{result['cpu_us_per_event']:.1f} CPU us/event"
+                    + ("" if other is None else f", other processes on the client core {other:.0%}")
+                    + verified)
 
         # RSS first, in a fresh process heap (nothing else has allocated yet).
         if rss_events and args.only != "reference":
             print(f"rss: collector paced at {args.rate_for_rss:,.0f} events/s for {args.rss_seconds:g} s ...",
                   flush=True)
             run_dir = work / "rss"
-            result = asyncio.run(run_collector(url(rss_events, args.rate_for_rss), rss_events, run_dir,
-                                               sample_rss=True, flush_rows=args.flush_rows))
-            result["server"] = blast_stats()
+            result = measured("rss", run_collector(url(rss_events, args.rate_for_rss), rss_events, run_dir,
+                                                   sample_rss=True, flush_rows=args.flush_rows))
             result["verify"] = verify_collector(run_dir / "lake", rss_events)
-            report["rss"] = result
-            print(f"  peak RSS {result['rss_peak_mb']:.0f} MB, final {result['rss_final_mb']:.0f} MB, "
-                  f"spool latency p50 {result['spool_latency_p50_ms']:.2f} ms p99 "
-                  f"{result['spool_latency_p99_ms']:.2f} ms, server sent at {result['server']['events_per_s']:,.0f}"
-                  f" ev/s, verify {'ok' if result['verify']['ok'] else 'FAILED'}", flush=True)
+            print(f"  peak RSS {result['rss_peak_mb']:.0f} MB, final {result['rss_final_mb']:.0f} MB, spool "
+                  f"latency p50 {result['spool_latency_p50_ms']:.2f} ms "
+                  f"p99 {result['spool_latency_p99_ms']:.2f} ms, "
+                  f"server sent {result['server']['events_per_s']:,.0f} ev/s, "
+                  f"verify {'ok' if result['verify']['ok'] else 'FAILED'}", flush=True)
             _cleanup(run_dir, args.keep)
 
-        drain(queue)
-        result = asyncio.run(run_wire(ws_url(args.events), args.events, args.frame_size))
-        result["server"] = blast_stats()
-        report["wire"].append(result)
-        print(f"wire: {result['events_per_s']:,.0f} events/s received (receive only, frames counted), "
-              f"server sent at {result['server']['events_per_s']:,.0f} ev/s", flush=True)
+        # One-time lazy imports (pyarrow pulls in pandas on its first pa.array call) stay out of the timed runs.
+        import pyarrow as pa
+
+        pa.array([""], pa.string())
+        result = measured("wire", run_wire(url(args.events) + "/api/websocket", args.events, args.frame_size))
+        print(f"wire: {describe(result)} (receive only)", flush=True)
 
         for round_ in range(1, args.repeat + 1):
             if args.only != "collector":
                 run_dir = work / f"reference-{round_}"
-                cpu0 = server_ps.cpu_times()
-                result = asyncio.run(run_reference(ws_url(args.events), args.events, run_dir))
-                result["server"] = blast_stats()
-                result["server_cpu_s"] = _cpu_delta(cpu0, server_ps.cpu_times())
+                result = measured("reference", run_reference(url(args.events) + "/api/websocket", args.events,
+                                                             run_dir))
                 result["verify"] = verify_reference(run_dir, args.events)
-                report["reference"].append(result)
-                print(f"reference #{round_}: {result['events_per_s']:,.0f} events/s in {result['seconds']:.2f} s "
-                      f"(client CPU {result['cpu_util']:.0%}), verify {'ok' if result['verify']['ok'] else 'FAILED'}",
-                      flush=True)
+                print(f"reference #{round_}: {describe(result)}", flush=True)
                 _cleanup(run_dir, args.keep)
             if args.only != "reference":
                 run_dir = work / f"collector-{round_}"
-                cpu0 = server_ps.cpu_times()
-                result = asyncio.run(run_collector(url(args.events), args.events, run_dir,
-                                                   flush_rows=args.flush_rows))
-                result["server"] = blast_stats()
-                result["server_cpu_s"] = _cpu_delta(cpu0, server_ps.cpu_times())
+                result = measured("collector", run_collector(url(args.events), args.events, run_dir,
+                                                             flush_rows=args.flush_rows))
                 result["verify"] = verify_collector(run_dir / "lake", args.events)
-                report["collector"].append(result)
-                print(f"collector #{round_}: {result['events_per_s']:,.0f} events/s in {result['seconds']:.2f} s "
-                      f"(client CPU {result['cpu_util']:.0%}), spool latency p50 "
-                      f"{result['spool_latency_p50_ms']:.1f} ms p99 {result['spool_latency_p99_ms']:.1f} ms, "
-                      f"verify {'ok' if result['verify']['ok'] else 'FAILED'}", flush=True)
+                print(f"collector #{round_}: {describe(result)}, spool latency p50 "
+                      f"{result['spool_latency_p50_ms']:.1f} ms p99 {result['spool_latency_p99_ms']:.1f} ms",
+                      flush=True)
                 _cleanup(run_dir, args.keep)
+        report["machine"]["loadavg_at_end"] = os.getloadavg()
     finally:
         stop.set()
         server.join(5)
@@ -708,8 +729,51 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def _cpu_delta(before: Any, after: Any) -> float:
-    return (after.user - before.user) + (after.system - before.system)
+class ContentionMonitor:
+    """How busy each pinned core was with *other* processes during a run (from /proc/stat).
+
+    The machine may be shared: a run during which something else used the client's core measures
+    the neighbour as much as the pipeline. Reported per run and flagged in the summary."""
+
+    def __init__(self, client_core: int | None, server_core: int | None, server: psutil.Process) -> None:
+        self.cores = (client_core, server_core)
+        self.me = psutil.Process()
+        self.server = server
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _busy(self) -> dict[int, float]:
+        busy = {}
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *fields = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                values = [int(v) for v in fields]
+                busy[int(name[3:])] = (sum(values[:8]) - values[3] - values[4]) / self.tick  # not idle/iowait
+        return busy
+
+    @staticmethod
+    def _cpu(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system
+
+    def start(self) -> None:
+        self.wall0 = time.perf_counter()
+        self.busy0 = self._busy()
+        self.me0, self.server0 = self._cpu(self.me), self._cpu(self.server)
+
+    def stop(self) -> dict[str, float | None]:
+        wall = time.perf_counter() - self.wall0
+        busy = self._busy()
+        me, server = self._cpu(self.me) - self.me0, self._cpu(self.server) - self.server0
+        client_core, server_core = self.cores
+
+        def other(core: int | None, own: float) -> float | None:
+            if core is None:
+                return None
+            return max(0.0, (busy[core] - self.busy0[core] - own) / wall)
+
+        return {"wall_s": wall, "client_cpu_s": me, "server_cpu_s": server,
+                "other_on_client_core": other(client_core, me),
+                "other_on_server_core": other(server_core, server)}
 
 
 def _cleanup(path: Path, keep: bool) -> None:
@@ -726,6 +790,8 @@ def summarize(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     ref = _median(report["reference"], "events_per_s")
     col = _median(report["collector"], "events_per_s")
     ratio = col / ref if ref and col else None
+    ref_cpu = _median(report["reference"], "cpu_us_per_event")
+    col_cpu = _median(report["collector"], "cpu_us_per_event")
     rss = report["rss"]
     verified = all(run["verify"]["ok"] for key in ("reference", "collector") for run in report[key]) and (
         rss is None or rss["verify"]["ok"])
@@ -734,11 +800,16 @@ def summarize(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     return {
         "wire_events_per_s": _median(report["wire"], "events_per_s"),
         "reference_events_per_s": ref, "collector_events_per_s": col, "ratio": ratio,
+        "reference_cpu_us_per_event": ref_cpu, "collector_cpu_us_per_event": col_cpu,
+        "cpu_ratio": ref_cpu / col_cpu if ref_cpu and col_cpu else None,
         "collector_spool_latency_p50_ms": _median(report["collector"], "spool_latency_p50_ms"),
         "collector_spool_latency_p99_ms": _median(report["collector"], "spool_latency_p99_ms"),
         "paced_spool_latency_p50_ms": rss and rss["spool_latency_p50_ms"],
         "paced_spool_latency_p99_ms": rss and rss["spool_latency_p99_ms"],
         "rss_peak_mb": rss and rss["rss_peak_mb"], "rss_final_mb": rss and rss["rss_final_mb"],
+        "max_other_load_on_client_core": max(
+            (run["contention"]["other_on_client_core"] or 0.0 for key in ("reference", "collector")
+             for run in report[key]), default=None),
         "verified": verified, "throughput_ok": throughput_ok, "rss_ok": rss_ok,
         "pass": verified and throughput_ok and rss_ok,
     }
@@ -746,53 +817,65 @@ def summarize(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
 
 def print_table(report: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace) -> None:
     machine = report["machine"]
+    rounds = max(len(report["collector"]), len(report["reference"]))
     print()
-    print(f"== collector throughput: {args.events:,} events, frames of {args.frame_size}, "
-          f"{len(report['collector']) or len(report['reference'])} round(s), medians ==")
-    print(f"machine: {machine['cpu_model']}, {machine['cpus']} cpus; client pinned to core {machine['client_core']}, "
-          f"server to core {machine['server_core']}; Python {machine['python']}")
-
-    def runs(key: str, field: str, fmt: str) -> str:
-        return " ".join(format(run[field], fmt) for run in report[key]) or "-"
-
-    rows = [("pipeline", "events/s", "runs (events/s)", "client CPU")]
+    print(f"== collector throughput: {args.events:,} events, frames of {args.frame_size} messages, "
+          f"{rounds} round(s), medians ==")
+    pinned = (f"client pinned to core {machine['client_core']}, load server to core {machine['server_core']}"
+              if machine["client_core"] is not None else "not pinned")
+    print(f"machine: {machine['cpu_model']}, {machine['cpus']} cpus, Python {machine['python']}; {pinned}; "
+          f"load average at start {machine['loadavg_at_start'][0]:.2f}")
+    rows = [("", "events/s", "each run", "CPU us/event", "client CPU")]
     for key in ("wire", "reference", "collector"):
         if report[key]:
-            rows.append((key, f"{_median(report[key], 'events_per_s'):,.0f}", runs(key, "events_per_s", ",.0f"),
-                         f"{_median(report[key], 'cpu_util'):.0%}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+            cpu = _median(report[key], "cpu_us_per_event")
+            rows.append((key, f"{_median(report[key], 'events_per_s'):,.0f}",
+                         " ".join(f"{run['events_per_s']:,.0f}" for run in report[key]),
+                         f"{cpu:.1f}" if cpu else "-", f"{_median(report[key], 'cpu_util'):.0%}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  " + "  ".join(cell.ljust(widths[i]) if i in (0, 2) else cell.rjust(widths[i])
                                for i, cell in enumerate(row)))
     print()
     if summary["ratio"] is not None:
         verdict = "ok" if summary["throughput_ok"] else "BELOW TARGET"
-        print(f"  collector / reference ratio       {summary['ratio']:.2f}   (target >= {args.min_ratio:.2f}: "
-              f"{verdict})")
+        print(f"  collector / reference             {summary['ratio']:.2f}  "
+              f"(target >= {args.min_ratio:.2f}: {verdict}; by CPU per event {summary['cpu_ratio']:.2f})")
     if report["collector"]:
-        print(f"  spool latency, full speed         p50 {summary['collector_spool_latency_p50_ms']:.1f} ms   "
-              f"p99 {summary['collector_spool_latency_p99_ms']:.1f} ms   (receipt -> durable spool, per frame)")
+        print(f"  spool latency, full speed         p50 {summary['collector_spool_latency_p50_ms']:.1f} ms, "
+              f"p99 {summary['collector_spool_latency_p99_ms']:.1f} ms  "
+              f"(receipt -> durable spool, per frame)")
     rss = report["rss"]
     if rss:
+        rate = f"{args.rate_for_rss:,.0f} ev/s"
         verdict = "ok" if summary["rss_ok"] else "ABOVE LIMIT"
-        print(f"  spool latency, {args.rate_for_rss:,.0f} ev/s paced     p50 {rss['spool_latency_p50_ms']:.2f} ms   "
+        print(f"  spool latency, {rate:<19}p50 {rss['spool_latency_p50_ms']:.2f} ms, "
               f"p99 {rss['spool_latency_p99_ms']:.2f} ms")
-        print(f"  RSS at {args.rate_for_rss:,.0f} ev/s for {args.rss_seconds:g} s    peak {rss['rss_peak_mb']:.0f} MB   "
-              f"final {rss['rss_final_mb']:.0f} MB   before {rss['rss_before_mb']:.0f} MB   "
-              f"(limit < {args.max_rss_mb:g} MB: {verdict})")
-        print(f"  paced run: server kept {rss['server']['events_per_s']:,.0f} ev/s "
-              f"(max {rss['server']['max_behind_schedule_s'] * 1000:.0f} ms behind schedule), "
-              f"collector CPU {rss['cpu_util']:.0%}")
+        print(f"  RSS at {rate} for {args.rss_seconds:g} s{'':<{max(0, 7 - len(f'{args.rss_seconds:g}'))}}"
+              f"peak {rss['rss_peak_mb']:.0f} MB, final {rss['rss_final_mb']:.0f} MB, "
+              f"after imports {rss['rss_before_mb']:.0f} MB  (limit < {args.max_rss_mb:g} MB: {verdict})")
+        print(f"  paced run                         server kept {rss['server']['events_per_s']:,.0f} ev/s, "
+              f"collector CPU {rss['cpu_util']:.0%} of a core, {rss['cpu_us_per_event']:.1f} us/event, "
+              f"USS {rss['uss_before_mb']:.0f} -> {rss['uss_final_mb']:.0f} MB")
     if report["collector"]:
         last = report["collector"][-1]
-        print(f"  collector run detail: {last['states']:,} state rows, {last['commits']} commits, "
-              f"{last['frames']:,} frames, quarantined {last['quarantined']}, reconnects {last['reconnects']}, "
-              f"server commands {last['server']['commands_before_end']}")
-    print(f"  server send rate (bounded by the client): "
-          + ", ".join(f"{key} {_median([r['server'] for r in report[key]], 'events_per_s'):,.0f} ev/s"
-                      for key in ("wire", "reference", "collector") if report[key]))
-    print(f"  verification (duckdb: rows == N, event ids distinct): {'ok' if summary['verified'] else 'FAILED'}")
-    print(f"  overall: {'PASS' if summary['pass'] else 'FAIL'}")
+        threads = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in last["thread_cpu_s"].items())
+        print(f"  collector threads (last run)      CPU {threads}")
+        print(f"  collector lake (last run)         {last['events']:,} events, {last['states']:,} states, "
+              f"{last['commits']} commits, {last['quarantined']} quarantined, "
+              f"{last['reconnects']} reconnects")
+    sends = ", ".join(f"{key} {_median([r['server'] for r in report[key]], 'events_per_s'):,.0f}"
+                      for key in ("wire", "reference", "collector") if report[key])
+    print(f"  load server send rate (ev/s)      {sends}  (bounded by the reader)")
+    print(f"  verification (duckdb)             {'ok' if summary['verified'] else 'FAILED'}  "
+          f"(rows == N, ids distinct, no stray temp files)")
+    print(f"  overall                           {'PASS' if summary['pass'] else 'FAIL'}")
+    other = summary["max_other_load_on_client_core"]
+    if other is not None and other > 0.05:
+        print(f"\nWARNING: other processes used up to {other:.0%} of the client's core during a run "
+              f"(load average {machine['loadavg_at_start'][0]:.1f} at start): events/s and the ratio measure "
+              "the neighbours too. CPU us/event is less affected; rerun on a quiet machine for the "
+              "wall-clock ratio.")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,190 @@
+"""Validated events and states, the validation quarantine, and the daily quality report."""
+
+import datetime as dt
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from ..common.lake_resource import LakeResource
+from ..common.partitions import daily_partitions
+from .report_figures import ReportInputs, ReportParameters, quality_figures
+from .report_html import render_html
+from .rules import DUPLICATE_RULE
+from .validation import EVENTS, QUARANTINE_SCHEMA, STATES, split_with_fallback
+
+VALIDATED_EVENTS = dg.AssetKey(["derived", "validated_events"])
+VALIDATED_STATES = dg.AssetKey(["derived", "validated_states"])
+VALIDATION_QUARANTINE = dg.AssetKey(["derived", "validation_quarantine"])
+QUALITY_REPORT = dg.AssetKey(["derived", "quality_report"])
+LAKE_EVENTS = dg.AssetKey(["lake", "events"])
+LAKE_STATES = dg.AssetKey(["lake", "states"])
+LAKE_QUARANTINE = dg.AssetKey(["lake", "quarantine"])
+LAKE_REGISTRY = dg.AssetKey(["lake", "registry"])
+
+GROUP = "quality"
+
+
+class ValidationConfig(dg.Config):
+    late_after_minutes: float = 10.0
+
+
+def _preview(frame: pl.DataFrame, columns: list[str]) -> dg.MetadataValue:
+    head = frame.select(columns).head(5).with_columns(pl.all().cast(pl.String))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join((v or "").replace("|", "\\|")[:60] for v in row) + " |" for row in head.iter_rows()]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _rule_counts(quarantine: pl.DataFrame) -> dict[str, int]:
+    if quarantine.is_empty():
+        return {}
+    exploded = quarantine.select(pl.col("failed_rules").explode()).group_by("failed_rules").agg(pl.len())
+    return dict(sorted(exploded.iter_rows(), key=lambda kv: -kv[1]))
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(VALIDATED_EVENTS, deps=[LAKE_EVENTS], group_name=GROUP, kinds={"polars", "parquet"},
+                     description="One UTC day of the lake's events that pass every event rule, one row per "
+                                 "event_id, in time_fired order, flagged is_late / is_out_of_order."),
+        dg.AssetSpec(VALIDATED_STATES, deps=[LAKE_STATES], group_name=GROUP, kinds={"polars", "parquet"},
+                     description="One UTC day of the lake's states that pass every state rule, one row per "
+                                 "(home, entity_id, last_updated), in time order, with typed values (value_num, "
+                                 "value_bool, value_str, value_ts), normalised units and lateness flags."),
+        dg.AssetSpec(VALIDATION_QUARANTINE, deps=[LAKE_EVENTS, LAKE_STATES], group_name=GROUP,
+                     kinds={"polars", "parquet"},
+                     description="The day's event and state rows that failed a rule or duplicated a kept row, "
+                                 "with the rules they failed and the original row as JSON."),
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    can_subset=False,
+)
+def validation(context: dg.AssetExecutionContext, config: ValidationConfig,
+               lake: LakeResource) -> Iterator[dg.MaterializeResult]:
+    """Split the day's raw events and states into validated rows and quarantined rows: every input row
+    lands in exactly one of them (validated + quarantined == input, per table)."""
+    date = context.partition_key
+    late_after = dt.timedelta(minutes=config.late_after_minutes)
+    quarantined: list[pl.DataFrame] = []
+    for key, spec in ((VALIDATED_EVENTS, EVENTS), (VALIDATED_STATES, STATES)):
+        raw = lake.scan_raw(spec.table, date)
+        validated, quarantine = split_with_fallback(raw, spec, late_after)
+        input_rows = raw.select(pl.len()).collect().item()
+        if validated.height + quarantine.height != input_rows:
+            raise dg.Failure(f"{spec.table} {date}: {input_rows} input rows but {validated.height} validated and "
+                             f"{quarantine.height} quarantined")
+        path = lake.replace_partition(key.path[-1], date, validated)
+        preview = (["entity_id", "last_updated", "state", "value_num", "value_bool", "value_ts", "unit_normalized"]
+                   if spec is STATES else ["event_type", "time_fired", "entity_id", "is_late"])
+        yield dg.MaterializeResult(asset_key=key, metadata={
+            "dagster/row_count": validated.height,
+            "input_rows": input_rows,
+            "quarantined_rows": quarantine.height,
+            "duplicates_removed": quarantine.filter(
+                pl.col("failed_rules").list.contains(DUPLICATE_RULE.name)).height,
+            "failing_rows_per_rule": dg.MetadataValue.json(_rule_counts(quarantine)),
+            "late_rows": int(validated["is_late"].sum()),
+            "out_of_order_rows": int(validated["is_out_of_order"].sum()),
+            "path": dg.MetadataValue.path(str(path)),
+            "preview": _preview(validated, preview),
+        })
+        quarantined.append(quarantine)
+        del validated  # the day's events are released before its states are read
+
+    quarantine = pl.concat(quarantined).match_to_schema(QUARANTINE_SCHEMA)
+    path = lake.replace_partition(VALIDATION_QUARANTINE.path[-1], date, quarantine)
+    yield dg.MaterializeResult(asset_key=VALIDATION_QUARANTINE, metadata={
+        "dagster/row_count": quarantine.height,
+        "rows_per_table": dg.MetadataValue.json(dict(quarantine.group_by("table").agg(pl.len()).iter_rows())),
+        "failing_rows_per_rule": dg.MetadataValue.json(_rule_counts(quarantine)),
+        "path": dg.MetadataValue.path(str(path)),
+        "preview": _preview(quarantine.with_columns(pl.col("failed_rules").list.join(", ")),
+                            ["table", "row_key", "failed_rules"]),
+    })
+
+
+class QualityReportConfig(dg.Config):
+    silent_after_hours: float = 6.0
+    gap_minutes: float = 6.0
+    lookback_days: int = 7
+
+
+def report_dir(lake: LakeResource, date: str) -> Path:
+    return lake.path / "reports" / "quality" / f"date={date}"
+
+
+def _scan_derived_day(lake: LakeResource, name: str, date: str) -> pl.LazyFrame:
+    path = lake.derived_file(name, date)
+    if not path.exists():
+        raise dg.Failure(f"derived/{name} has no partition {date}: materialise the validation assets first")
+    return pl.scan_parquet(path)
+
+
+def report_inputs(lake: LakeResource, date: str, lookback_days: int) -> ReportInputs:
+    day = dt.date.fromisoformat(date)
+    earlier_days = [(day - dt.timedelta(days=n)).isoformat() for n in range(lookback_days, 0, -1)]
+    history_columns = ["home", "entity_id", "last_updated", "state"]
+    none_earlier = lake.scan_raw("states", date).select(history_columns).clear()
+    earlier = [lake.scan_raw("states", d).select(history_columns) for d in earlier_days]
+    earlier_states = pl.concat([none_earlier, *earlier]).filter(pl.col("entity_id").is_not_null()
+                                               & pl.col("last_updated").is_not_null())
+    return ReportInputs(
+        date=date,
+        raw_events=lake.scan_raw("events", date),
+        raw_states=lake.scan_raw("states", date),
+        collector_quarantine=lake.scan_raw("quarantine", date),
+        core_config_snapshots=lake.scan_raw("registry/core_config", date),
+        validated_events=_scan_derived_day(lake, VALIDATED_EVENTS.path[-1], date),
+        validated_states=_scan_derived_day(lake, VALIDATED_STATES.path[-1], date),
+        validation_quarantine=_scan_derived_day(lake, VALIDATION_QUARANTINE.path[-1], date),
+        earlier_states=earlier_states,
+    )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, path)
+
+
+@dg.asset(
+    key=QUALITY_REPORT,
+    deps=[VALIDATED_EVENTS, VALIDATED_STATES, VALIDATION_QUARANTINE, LAKE_EVENTS, LAKE_STATES, LAKE_QUARANTINE,
+          LAKE_REGISTRY],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    group_name=GROUP,
+    kinds={"html", "json"},
+)
+def quality_report(context: dg.AssetExecutionContext, config: QualityReportConfig,
+                   lake: LakeResource) -> dg.MaterializeResult:
+    """The day's data quality report, ``<lake>/reports/quality/date=D/report.html`` and ``report.json``: events
+    per type, completeness, validation pass rate per rule, duplicates, late data, silent entities and
+    unavailable time, from the raw lake and the validation assets."""
+    date = context.partition_key
+    parameters = ReportParameters(silent_after_hours=config.silent_after_hours, gap_minutes=config.gap_minutes,
+                                  lookback_days=config.lookback_days)
+    figures = quality_figures(report_inputs(lake, date, config.lookback_days), parameters)
+    directory = report_dir(lake, date)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_atomically(directory / "report.json", json.dumps(figures, indent=1, ensure_ascii=False))
+    _write_atomically(directory / "report.html", render_html(figures))
+    states = figures["validation"]["states"]
+    return dg.MaterializeResult(metadata={
+        "html": dg.MetadataValue.path(str(directory / "report.html")),
+        "json": dg.MetadataValue.path(str(directory / "report.json")),
+        "events": figures["events"]["total"],
+        "state_rows_input": states["input_rows"],
+        "state_pass_rate": states["pass_rate"],
+        "duplicates_removed": figures["duplicates_removed"]["states"] + figures["duplicates_removed"]["events"],
+        "gaps": len(figures["completeness"]["gaps"]),
+        "coverage_share": figures["completeness"]["coverage_share"],
+        "silent_entities": len(figures["silence"]["silent"]),
+        "entities_with_unavailable_time": len(figures["unavailable"]),
+    })
