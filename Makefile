@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 run: $(BIN)/.installed
-	$(BIN)/ha-ingestor run
+	$(BIN)/ha-ingestor run --platform
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest

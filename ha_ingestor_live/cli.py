@@ -86,6 +86,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: your own home with HA_URL and HA_TOKEN set, else the bundled recording."""
+    if args.platform:
+        from .platform import run_platform
+
+        return run_platform(args)
     token = _token(args)
     if args.ha_url and token:
         return cmd_collect(args)
@@ -129,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_collector_options(run)
     run.add_argument("--speed", type=float, default=8.0, help="replay speed of the recording (default 8x)")
     run.add_argument("--capture", help="a capture file to replay instead of the bundled one")
+    run.add_argument("--platform", action="store_true",
+                     help="also run Dagster's webserver (127.0.0.1:3000) and daemon, so the pipelines run as data "
+                          "lands (DAGSTER_HOME, default ./data/dagster); Ctrl-C stops everything")
     run.set_defaults(func=cmd_run)
 
     replay = sub.add_parser("replay-server", help="serve a capture over HA's WebSocket protocol",

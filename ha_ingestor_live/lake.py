@@ -122,20 +122,30 @@ class LakeWriter:
         entity_ids = pa.array(sorted({row["entity_id"] for row in rows}))
         keys: set[tuple[str, int]] = set()
         for date in sorted({partition_date(row["last_updated"]) for row in rows}):
-            directory = self.root / "states" / f"date={date}"
-            if not directory.is_dir():
-                continue
+            keys.update(_state_keys_of_day(self.root / "states" / f"date={date}", home, entity_ids))
+        buffered = self.buffered_keys("states", ("home", "entity_id", "last_updated"))
+        if buffered:
+            times = iso_to_micros([lu for _, _, lu in buffered])
+            keys.update((eid, us) for (h, eid, _), us in zip(buffered, times, strict=True) if h == home)
+        return keys
+
+
+def _state_keys_of_day(directory: Path, home: str, entity_ids: pa.Array, attempts: int = 3) -> set[tuple[str, int]]:
+    """Keys of one day's committed states. A compaction may replace files while they are listed: list again."""
+    for attempt in range(attempts):
+        keys: set[tuple[str, int]] = set()
+        try:
             for path in directory.glob("*.parquet"):
                 table = pq.read_table(path, columns=["home", "entity_id", "last_updated"])
                 table = table.filter(pc.and_(pc.equal(table["home"], home),
                                              pc.is_in(table["entity_id"], value_set=entity_ids)))
                 keys.update(zip(table["entity_id"].to_pylist(),
                                 table["last_updated"].cast(pa.int64()).to_pylist(), strict=True))
-        buffered = self.buffered_keys("states", ("home", "entity_id", "last_updated"))
-        if buffered:
-            times = iso_to_micros([lu for _, _, lu in buffered])
-            keys.update((eid, us) for (h, eid, _), us in zip(buffered, times, strict=True) if h == home)
-        return keys
+            return keys
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+    return set()
 
 
 def iso_to_micros(values: list[str]) -> list[int]:

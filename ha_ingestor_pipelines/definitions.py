@@ -1,4 +1,4 @@
-"""The only assembly point: everything under ``defs/`` is autoloaded."""
+"""The only assembly point: everything under ``defs/`` is autoloaded, and project-wide policy set here."""
 
 from pathlib import Path
 
@@ -7,4 +7,6 @@ import dagster as dg
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    # one process per step costs more than it gains on a home server's few cores
+    return dg.Definitions.merge(dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
+                                dg.Definitions(executor=dg.in_process_executor))

@@ -14,7 +14,7 @@ import pytest
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 from ha_ingestor_pipelines.defs.platform.assets import lake_compaction
 from ha_ingestor_pipelines.defs.platform.compaction import compact_date
-from ha_ingestor_pipelines.defs.platform.lake_files import live_files, part_files, part_name, table_locations
+from ha_ingestor_pipelines.defs.common.lake_files import live_files, part_files, part_name, table_locations
 
 TABLES = ("events", "states", "registry", "quarantine")
 SORT_KEYS = {"events": ["event_id"], "states": ["entity_id", "last_updated"],
@@ -185,3 +185,14 @@ def test_a_reader_sees_every_row_once_after_each_step_of_the_compaction(lake, mo
     assert len(part_files(directory)) == 1
     assert len(seen) == 1 + report.files_before  # the rename, then each unlink
     assert set(seen) == {expected}
+
+
+def test_a_dead_compactions_temp_file_is_removed_once_stale(lake):
+    date = day_of(lake)
+    directory = lake / "events" / f"date={date}"
+    stale, fresh = directory / ".compact-dead.parquet.tmp", directory / ".compact-running.parquet.tmp"
+    stale.write_bytes(b"half a file")
+    fresh.write_bytes(b"being written")
+    os.utime(stale, (time.time() - 7 * 3600,) * 2)
+    compact_date(lake, date, quiet_seconds=0)
+    assert not stale.exists() and fresh.exists()

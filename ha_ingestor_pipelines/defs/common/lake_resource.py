@@ -12,6 +12,8 @@ import polars as pl
 
 from ha_ingestor_live.lake_schema import SCHEMAS
 
+from .lake_files import live_files
+
 
 class LakeResource(dg.ConfigurableResource):
     """``root`` is the lake directory (``HA_INGESTOR_LAKE``, default ``./data/lake``).
@@ -27,8 +29,9 @@ class LakeResource(dg.ConfigurableResource):
         return Path(self.root)
 
     def raw_files(self, location: str, date: str) -> list[Path]:
-        """Committed Parquet files of a raw table (``events``, ``states``, ``registry/areas``...) for one day."""
-        return sorted((self.path / location / f"date={date}").glob("*.parquet"))
+        """Committed Parquet files of a raw table (``events``, ``states``, ``registry/areas``...) for one day,
+        each row once even while a compaction is replacing files (see ``lake_files``)."""
+        return live_files(self.path / location / f"date={date}")
 
     def scan_raw(self, location: str, date: str) -> pl.LazyFrame:
         """One day of a raw table; an empty frame of the contract's schema when nothing landed."""

@@ -10,7 +10,7 @@ point leaves a lake that is correct for such readers:
 2. rename it to ``part-<min first_seq>-<max last_seq>-<collector>.parquet`` and fsync the
    directory: from this instant the inputs are superseded (their ranges lie inside the new one);
 3. unlink the inputs and fsync the directory. A crash before this step leaves superseded files,
-   which the next run deletes.
+   which the next run deletes (and a crash before step 2 a temp file, deleted once it is 6 hours old).
 
 A directory is left alone while a collector commit is in flight there (a ``part-*.tmp``: its
 recovery may still rename a file whose range falls inside the union) or while files are younger
@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from ha_ingestor_live.lake_schema import SCHEMAS
 
-from .lake_files import (
+from ..common.lake_files import (
     PartFile,
     date_directories,
     has_commit_in_flight,
@@ -42,6 +42,7 @@ from .lake_files import (
 
 RAW_TABLES = ("events", "states", "registry", "quarantine")
 ROW_GROUP_ROWS = 128 * 1024
+STALE_TEMP_SECONDS = 6 * 3600
 
 
 @dataclass
@@ -74,6 +75,9 @@ def _compact_directory(location: str, directory: Path, quiet_seconds: float, now
     if has_commit_in_flight(directory):
         report.skipped[location] = "a collector commit is in flight"
         return
+    for stale in directory.glob(".compact-*.parquet.tmp"):  # left by a compaction that died; a live one is younger
+        if now - stale.stat().st_mtime > STALE_TEMP_SECONDS:
+            stale.unlink(missing_ok=True)
     parts = part_files(directory)
     live, superseded = split_superseded(parts)
     for part in superseded:
