@@ -11,10 +11,10 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from ha_ingestor_pipelines.defs.common.lake_files import live_files, part_files, part_name, table_locations
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 from ha_ingestor_pipelines.defs.platform.assets import lake_compaction
 from ha_ingestor_pipelines.defs.platform.compaction import compact_date
-from ha_ingestor_pipelines.defs.common.lake_files import live_files, part_files, part_name, table_locations
 
 TABLES = ("events", "states", "registry", "quarantine")
 SORT_KEYS = {"events": ["event_id"], "states": ["entity_id", "last_updated"],
