@@ -43,6 +43,8 @@ from typing import Any
 import orjson
 import psutil
 
+from ha_ingestor_live.cli import refuse_pandas
+
 TOKEN = "bench-token"
 HA_VERSION = "2025.4.4"
 EVENT_DATE_BASE = dt.datetime(2026, 11, 26, 8, 0, 0, tzinfo=dt.UTC)  # N µs apart: all on one UTC date
@@ -576,9 +578,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rss-mb", type=float, default=200, help="required peak RSS at the paced rate")
     parser.add_argument("--flush-rows", type=int, default=100_000,
                         help="what-if: the collector's flush_rows (the issue's setting is 100000)")
-    parser.add_argument("--block-pandas", action="store_true",
-                        help="what-if: make `import pandas` fail in this process (pyarrow imports it lazily "
-                             "on the first pa.array call; the collector never uses it)")
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="what-if: sys.setswitchinterval for this process (Python's default is 0.005 s)")
     parser.add_argument("--workdir", type=Path, default=None, help="where lakes and spools go (a temp dir)")
@@ -592,8 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    if args.block_pandas:
-        sys.meta_path.insert(0, _NoPandas())
+    refuse_pandas()  # as `ha-ingestor collect` does in its own process
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
     client_core, server_core = (None, None) if args.no_pin else pin_self()
@@ -708,15 +706,6 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(report, indent=2, default=str))
     print(f"\nresults written to {path}")
     return 0 if summary["pass"] else 1
-
-
-class _NoPandas:
-    """Meta path finder that refuses pandas (pyarrow then skips its pandas integration)."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ImportError("pandas is blocked by --block-pandas")
-        return None
 
 
 def _cpu_model() -> str:

@@ -114,7 +114,8 @@ class HAConnection:
             while True:
                 frame = await recv(decode=False)
                 on_frame(frame, time.time())
-                if self._pending or self._pong is not None:
+                # only frames holding a reply need routing (every reply has one of these keys' values)
+                if (self._pending or self._pong is not None) and (b'"result"' in frame or b'"pong"' in frame):
                     self._route(frame)
         except websockets.ConnectionClosed as exc:
             raise ConnectionLost(f"connection closed (code {exc.rcvd.code if exc.rcvd else 'none'})") from exc

@@ -41,6 +41,7 @@ class CollectorSettings:
     fsync: FsyncPolicy = FsyncPolicy.BATCH
     flush_interval_s: float = 10.0
     flush_rows: int = 100_000
+    flush_bytes: int = 16 << 20
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9464
     backoff_initial_s: float = 0.5
@@ -51,6 +52,8 @@ class CollectorSettings:
     backfill_delay_s: float = 5.0
     history_days: float = 10.0
     history_chunk_hours: float = 6.0
+    backfill_repeat_after_s: float = 30.0
+    startup_wait_s: float = 120.0
     max_message_bytes: int = 4 << 20
     max_frame_bytes: int = 256 << 20
 
@@ -76,7 +79,7 @@ class Collector:
         self.processor = Processor(self.lake, home=settings.home, max_message_bytes=settings.max_message_bytes,
                                    on_registry_stale=self._registry_stale_from_thread)
         self.sink = DurableSink(self.spool, self.processor, self.lake, flush_rows=settings.flush_rows,
-                                flush_interval_s=settings.flush_interval_s)
+                                flush_bytes=settings.flush_bytes, flush_interval_s=settings.flush_interval_s)
         self.reconnects = 0
         self.connected = False
         self.backfill_running = False
@@ -220,7 +223,6 @@ class Collector:
 
     async def _converse(self, connection: HAConnection, since: str | None) -> None:
         await self._snapshot(connection)
-        await connection.call("subscribe_events")
         await self._backfill(connection, since)
         while True:
             await self._stale_event.wait()
@@ -230,8 +232,13 @@ class Collector:
             await self._refetch(connection, kinds)
 
     async def _snapshot(self, connection: HAConnection) -> None:
+        """Subscribe first, so no state change falls between the snapshot and the stream; snapshot the states
+        only once HA is RUNNING (while it starts, it holds states its recorder never stores)."""
         await connection.call("supported_features", features={"coalesce_messages": 1})
-        commands = ["get_config", "get_states", "get_services", *REGISTRY_LIST_COMMANDS.values()]
+        config = await connection.call("get_config")  # before any event: it names the home
+        await connection.call("subscribe_events")
+        await self._wait_until_running(connection, config)
+        commands = ["get_states", "get_services", *REGISTRY_LIST_COMMANDS.values()]
         results = dict(zip(commands, await asyncio.gather(*(connection.call(c, timeout=300) for c in commands),
                                                           return_exceptions=True), strict=True))
         for command, result in results.items():
@@ -246,6 +253,17 @@ class Collector:
                     entity_ids.update(item.entity_id for item in entity_ids_decoder.decode(results[command]))
         self._entity_ids = sorted(entity_ids)
         await self._fetch_configs(connection, ("automation", "script"))
+
+    async def _wait_until_running(self, connection: HAConnection, config: bytes) -> None:
+        deadline = time.monotonic() + self.settings.startup_wait_s
+        while (state := msgspec.json.decode(config).get("state", "RUNNING")) != "RUNNING":
+            if time.monotonic() > deadline:
+                log.warning("Home Assistant is still %s after %.0f s; taking the snapshot anyway", state,
+                            self.settings.startup_wait_s)
+                return
+            log.info("Home Assistant is %s; waiting for it to run before the state snapshot", state)
+            await asyncio.sleep(1.0)
+            config = await connection.call("get_config")
 
     async def _fetch_configs(self, connection: HAConnection, domains: tuple[str, ...]) -> None:
         calls = [connection.call(f"{eid.partition('.')[0]}/config", entity_id=eid)
@@ -263,6 +281,19 @@ class Collector:
                     self._entity_ids = sorted(ids | set(self._entity_ids))
             elif kind in ("automations", "scripts"):
                 await self._fetch_configs(connection, (kind[:-1],))
+
+    async def _request_history(self, connection: HAConnection, start: dt.datetime, end: dt.datetime) -> None:
+        chunk = dt.timedelta(hours=self.settings.history_chunk_hours)
+        window_start = start
+        while window_start < end:
+            window_end = min(end, window_start + chunk)
+            await connection.call(
+                "history/history_during_period", timeout=600,
+                start_time=_iso(window_start), end_time=_iso(window_end), entity_ids=self._entity_ids,
+                significant_changes_only=False, minimal_response=False, no_attributes=False,
+                include_start_time_state=False)
+            window_start = window_end
+        self.sink.request_commit()
 
     def _registry_stale_from_thread(self, kind: str) -> None:
         loop = self._loop
@@ -288,18 +319,13 @@ class Collector:
             log.info("first start against this home: importing history since %s", _iso(start))
         else:
             start = dt.datetime.fromisoformat(since) - dt.timedelta(seconds=self.settings.backfill_margin_s)
-        chunk = dt.timedelta(hours=self.settings.history_chunk_hours)
         self.backfill_running = True
         try:
-            window_start = start
-            while window_start < end:
-                window_end = min(end, window_start + chunk)
-                await connection.call(
-                    "history/history_during_period", timeout=600,
-                    start_time=_iso(window_start), end_time=_iso(window_end), entity_ids=self._entity_ids,
-                    significant_changes_only=False, minimal_response=False, no_attributes=False,
-                    include_start_time_state=False)
-                window_start = window_end
+            await self._request_history(connection, start, end)
+            if since is not None and self.settings.backfill_repeat_after_s > 0:
+                # HA's recorder commits in batches and lags while HA starts: ask once more for the same gap
+                await asyncio.sleep(self.settings.backfill_repeat_after_s)
+                await self._request_history(connection, start, end)
         finally:
             self.backfill_running = False
         self.sink.request_commit()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,29 +50,31 @@ class LakeWriter:
         self.compression = compression
         root.mkdir(parents=True, exist_ok=True)
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._buffers: dict[tuple[str, str], dict[str, list[Any]]] = {}
+        self._buffers: dict[tuple[str, str], list[Row]] = {}
         self.buffered_rows = 0
+        self.buffered_bytes = 0
         self.committed_seq = 0
 
-    def add(self, location: str, row: Row) -> None:
-        date = partition_date(row[PARTITION_TIME[table_of(location)]])
-        columns = self._buffers.get((location, date))
-        if columns is None:
-            columns = self._buffers[(location, date)] = defaultdict(list)
-        for name, value in row.items():
-            columns[name].append(value)
+    def add(self, location: str, row: Row, size: int = 0) -> None:
+        """Buffer a row; ``size`` (its big text, roughly) counts toward ``buffered_bytes``."""
+        key = (location, partition_date(row[PARTITION_TIME[table_of(location)]]))
+        rows = self._buffers.get(key)
+        if rows is None:
+            rows = self._buffers[key] = []
+        rows.append(row)
         self.buffered_rows += 1
+        self.buffered_bytes += size
 
     def buffered_keys(self, location: str, key_columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
-        return [key for (loc, _), cols in self._buffers.items() if loc == location
-                for key in zip(*(cols[c] for c in key_columns), strict=True)]
+        return [tuple(row[c] for c in key_columns) for (loc, _), rows in self._buffers.items() if loc == location
+                for row in rows]
 
     def commit(self, through_seq: int, processor_state: dict[str, Any]) -> CommitResult:
         started = time.perf_counter()
         result = CommitResult(through_seq)
         renames: list[tuple[str, str]] = []
-        for (location, date), columns in self._buffers.items():
-            table = to_arrow(table_of(location), columns)
+        for (location, date), rows in self._buffers.items():
+            table = to_arrow(table_of(location), rows)
             directory = self.root / location / f"date={date}"
             directory.mkdir(parents=True, exist_ok=True)
             final = directory / f"part-{self.committed_seq + 1:012d}-{through_seq:012d}-{self.writer_id}.parquet"
@@ -93,6 +94,7 @@ class LakeWriter:
             (self.state_dir / INTENT).unlink()
         self._buffers.clear()
         self.buffered_rows = 0
+        self.buffered_bytes = 0
         self.committed_seq = through_seq
         result.seconds = time.perf_counter() - started
         return result
@@ -152,13 +154,12 @@ def iso_to_micros(values: list[str]) -> list[int]:
     return pa.array(values, pa.string()).cast(TIMESTAMP).cast(pa.int64()).to_pylist()
 
 
-def to_arrow(table: str, columns: dict[str, list[Any]]) -> pa.Table:
+def to_arrow(table: str, rows: list[Row]) -> pa.Table:
     schema = SCHEMAS[table]
     arrays = []
     for column in schema:
-        values = columns.get(column.name)
-        if values is None:
-            values = [None] * len(next(iter(columns.values())))
+        name = column.name
+        values = [row.get(name) for row in rows]
         if column.type == TIMESTAMP:
             arrays.append(pa.array(values, pa.string()).cast(TIMESTAMP))
         else:

@@ -52,10 +52,28 @@ class StateObject(Struct):
     context: Context | None = None
 
 
+class OldState(Struct):
+    """Of the previous state only what a row keeps; the rest is skipped, not decoded."""
+
+    state: str
+    context: Context | None = None
+
+
 class StateChangedData(Struct):
     entity_id: str
-    old_state: StateObject | None = None
+    old_state: OldState | None = None
     new_state: StateObject | None = None
+
+
+class EventEnvelope(Struct):
+    """A message decoded for the processor: events typed in the same pass as the frame."""
+
+    type: str
+    id: int | None = None
+    success: bool | None = None
+    event: Event | None = None
+    result: Raw = EMPTY
+    error: dict[str, Any] | None = None
 
 
 class EventEntity(Struct):
@@ -79,6 +97,7 @@ class EntityIdOnly(Struct):
 
 
 frame_decoder = msgspec.json.Decoder(list[Envelope] | Envelope)
+event_frame_decoder = msgspec.json.Decoder(list[EventEnvelope] | EventEnvelope)
 event_decoder = msgspec.json.Decoder(Event)
 state_changed_decoder = msgspec.json.Decoder(StateChangedData)
 event_entity_decoder = msgspec.json.Decoder(EventEntity)

@@ -16,11 +16,10 @@ from typing import Any
 import msgspec
 
 from .lake import LakeWriter, iso_to_micros
-from .messages import Envelope, any_decoder, frame_decoder
+from .messages import Event, EventEnvelope, any_decoder, event_frame_decoder
 from .normalize import (
     MalformedMessage,
     Row,
-    decode_event,
     event_rows,
     history_state_rows,
     home_from_config,
@@ -116,7 +115,7 @@ class Processor:
         self.counts["quarantined"] += 1
         log.warning("quarantined (%s): %s", stage, reason)
         self.lake.add("quarantine", {"home": self.home, "received_at": received_at, "stage": stage,
-                                     "reason": reason, "raw": raw.decode("utf-8", "backslashreplace")})
+                                     "reason": reason, "raw": raw.decode("utf-8", "backslashreplace")}, len(raw))
 
     def _forget_other_connections(self, conn: int) -> None:
         """Replies and events of a closed connection never come: drop what waited for them."""
@@ -131,10 +130,11 @@ class Processor:
             kept = {k: v for k, v in command.items() if k != "entity_ids"}
             self.pending[f"{record.conn}:{command['id']}"] = kept
 
-    def _messages(self, record: SpoolRecord, received_at: str) -> list[tuple[Envelope, bytes | None]]:
-        """The frame's messages; what does not parse is quarantined here, message by message."""
+    def _messages(self, record: SpoolRecord, received_at: str) -> list[tuple[EventEnvelope, bytes | None]]:
+        """The frame's messages, events already typed; what does not parse is quarantined here, message by
+        message (the raw text kept), and the rest of the frame goes on."""
         try:
-            decoded = frame_decoder.decode(record.payload)
+            decoded = event_frame_decoder.decode(record.payload)
             return [(m, None) for m in decoded] if isinstance(decoded, list) else [(decoded, None)]
         except msgspec.DecodeError as exc:
             first_error = str(exc)
@@ -147,14 +147,15 @@ class Processor:
         for item in parsed if isinstance(parsed, list) else [parsed]:
             raw = msgspec.json.encode(item)
             try:
-                messages.append((msgspec.json.decode(raw, type=Envelope), raw))
+                messages.append((msgspec.json.decode(raw, type=EventEnvelope), raw))
             except msgspec.DecodeError as exc:
-                self.quarantine(received_at, "frame", f"unexpected message shape: {exc}", raw)
+                what = "event" if isinstance(item, dict) and item.get("type") == "event" else "message"
+                self.quarantine(received_at, "frame", f"unexpected {what} shape: {exc}", raw)
         return messages
 
-    def _handle(self, record: SpoolRecord, message: Envelope, raw: bytes | None, received_at: str) -> None:
+    def _handle(self, record: SpoolRecord, message: EventEnvelope, raw: bytes | None, received_at: str) -> None:
         if message.type == "event":
-            self._handle_event(record, message, received_at)
+            self._handle_event(record, message.id, message.event, received_at)
         elif message.type == "result":
             self._handle_result(record, message, received_at)
         elif message.type == "pong":
@@ -162,31 +163,33 @@ class Processor:
         elif message.type not in CONTROL_TYPES:
             raise MalformedMessage(f"unknown message type {message.type!r}")
 
-    def _handle_event(self, record: SpoolRecord, message: Envelope, received_at: str) -> None:
-        raw = bytes(message.event)
-        if self.subscriptions.get(str(record.conn)) != message.id:
-            raise MalformedMessage(f"event for unknown subscription id {message.id}")
-        if len(raw) > self.max_message_bytes:
-            raise MalformedMessage(f"event of {len(raw)} bytes exceeds the {self.max_message_bytes}-byte limit")
-        event = decode_event(raw)
-        row, states = event_rows(event, raw, received_at, self.home)
-        self.lake.add("events", row)
+    def _handle_event(self, record: SpoolRecord, subscription: int | None, event: Event | None,
+                      received_at: str) -> None:
+        if event is None:
+            raise MalformedMessage("event message without an event")
+        if self.subscriptions.get(str(record.conn)) != subscription:
+            raise MalformedMessage(f"event for unknown subscription id {subscription}")
+        if len(event.data) > self.max_message_bytes:
+            raise MalformedMessage(f"event data of {len(event.data)} bytes exceeds the "
+                                   f"{self.max_message_bytes}-byte limit")
+        row, states = event_rows(event, received_at, self.home)
+        self.lake.add("events", row, len(event.data))
         for state in states:
             self._remember_latest(state)
-            self.lake.add("states", state)
+            self.lake.add("states", state, len(state["attributes"] or ""))
         self.counts["events"] += 1
         self.counts["states"] += len(states)
         if self.last_event_time is None or row["time_fired"] > self.last_event_time:
             self.last_event_time = row["time_fired"]
         stale = REGISTRY_EVENTS.get(event.event_type)
-        if event.event_type == "call_service" and b'"reload"' in raw:
+        if event.event_type == "call_service" and '"reload"' in row["data"]:
             call = any_decoder.decode(row["data"])
             if call.get("service") == "reload":
                 stale = RELOAD_SERVICE_DOMAINS.get(call.get("domain"))
         if stale and self.on_registry_stale is not None:
             self.on_registry_stale(stale)
 
-    def _handle_result(self, record: SpoolRecord, message: Envelope, received_at: str) -> None:
+    def _handle_result(self, record: SpoolRecord, message: EventEnvelope, received_at: str) -> None:
         command = self.pending.pop(f"{record.conn}:{message.id}", None)
         if command is None:
             raise MalformedMessage(f"result for unknown command id {message.id}")
@@ -210,7 +213,7 @@ class Processor:
         if registry:
             for row in registry_rows(registry, result, received_at, record.seq, self.home,
                                      item_id=command.get("entity_id")):
-                self.lake.add(f"registry/{registry}", row)
+                self.lake.add(f"registry/{registry}", row, len(row["data"]))
 
     def _add_new_states(self, rows: list[Row], seq: int, counter: str) -> int:
         """Add the rows whose (entity_id, last_updated) the lake does not hold yet (±1 µs, since
@@ -227,7 +230,7 @@ class Processor:
                 continue
             seen.add((eid, micros))
             self._remember_latest(row)
-            self.lake.add("states", row)
+            self.lake.add("states", row, len(row["attributes"] or ""))
             added += 1
         self.counts[counter] += added
         self.counts["states"] += added

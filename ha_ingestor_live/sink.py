@@ -38,11 +38,12 @@ class SinkStats:
 
 class DurableSink:
     def __init__(self, spool: Spool, processor: Processor, lake: LakeWriter, *, flush_rows: int = 100_000,
-                 flush_interval_s: float = 10.0) -> None:
+                 flush_bytes: int = 16 << 20, flush_interval_s: float = 10.0) -> None:
         self.spool = spool
         self.processor = processor
         self.lake = lake
         self.flush_rows = flush_rows
+        self.flush_bytes = flush_bytes
         self.flush_interval_s = flush_interval_s
         self.stats = SinkStats()
         self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -125,7 +126,7 @@ class DurableSink:
                     for offset, (kind, conn, received_at, payload) in enumerate(batch):
                         self.processor.process(SpoolRecord(first_seq + offset, kind, conn, received_at, payload))
                     self.stats.records_processed += len(batch)
-                due = (self.lake.buffered_rows >= self.flush_rows
+                due = (self.lake.buffered_rows >= self.flush_rows or self.lake.buffered_bytes >= self.flush_bytes
                        or time.monotonic() - last_commit >= self.flush_interval_s
                        or self._commit_requested.is_set())
                 if due:

@@ -56,7 +56,7 @@ def test_state_changed_gives_event_and_state_row(frames):
     raw = _state_changed(frames, lambda d: d["entity_id"].startswith("sensor.") and d["old_state"]
                          and d["new_state"] and parse_number(d["new_state"]["state"]) is not None)
     event = decode_event(raw)
-    row, states = event_rows(event, raw, RECEIVED, "maple_house")
+    row, states = event_rows(event, RECEIVED, "maple_house")
     source = json.loads(raw)
     assert row["event_type"] == "state_changed"
     assert row["entity_id"] == source["data"]["entity_id"]
@@ -75,7 +75,7 @@ def test_state_changed_gives_event_and_state_row(frames):
 
 def test_entity_created_has_no_old_state(frames):
     raw = _state_changed(frames, lambda d: d["old_state"] is None)
-    _, [state] = event_rows(decode_event(raw), raw, RECEIVED, "h")
+    _, [state] = event_rows(decode_event(raw), RECEIVED, "h")
     assert state["entity_id"] == "sensor.kitchen_co2" and state["old_state"] is None
     assert state["state"] is not None
 
@@ -83,7 +83,7 @@ def test_entity_created_has_no_old_state(frames):
 def test_entity_removed_keeps_a_null_state_at_time_fired(frames):
     raw = _state_changed(frames, lambda d: d["new_state"] is None)
     source = json.loads(raw)
-    _, [state] = event_rows(decode_event(raw), raw, RECEIVED, "h")
+    _, [state] = event_rows(decode_event(raw), RECEIVED, "h")
     assert state["entity_id"] == "sensor.carbon_dioxide"
     assert state["state"] is None and state["attributes"] is None
     assert state["last_updated"] == source["time_fired"]
@@ -93,7 +93,7 @@ def test_entity_removed_keeps_a_null_state_at_time_fired(frames):
 def test_rename_event_is_kept_with_its_entity(frames):
     raw = next(_raw_events(frames, lambda e: e["event_type"] == "entity_registry_updated"
                            and e["data"].get("old_entity_id")))
-    row, states = event_rows(decode_event(raw), raw, RECEIVED, "h")
+    row, states = event_rows(decode_event(raw), RECEIVED, "h")
     assert states == []
     assert row["entity_id"] == "sensor.kitchen_co2"
     assert json.loads(row["data"])["old_entity_id"] == "sensor.carbon_dioxide"
@@ -104,7 +104,7 @@ def test_unknown_and_unavailable_are_kept_as_states(frames, state):
     event = json.loads(_state_changed(frames, lambda d: d["new_state"] and d["entity_id"].startswith("sensor.")))
     event["data"]["new_state"]["state"] = state
     raw = msgspec.json.encode(event)
-    _, [row] = event_rows(decode_event(raw), raw, RECEIVED, "h")
+    _, [row] = event_rows(decode_event(raw), RECEIVED, "h")
     assert row["state"] == state and row["state_num"] is None
 
 
@@ -115,7 +115,7 @@ def test_attributes_are_kept_byte_for_byte():
            b'{"big":123456789012345678901234567890,"neg_zero":-0.0,"\xc3\xa9t\xc3\xa9":"\xe2\x82\xac"},'
            b'"last_changed":"2026-11-24T10:00:00.000001+00:00","last_updated":"2026-11-24T10:00:00.000001+00:00",'
            b'"context":{"id":"c1","parent_id":null,"user_id":null}}}}')
-    _, [state] = event_rows(decode_event(raw), raw, RECEIVED, "h")
+    _, [state] = event_rows(decode_event(raw), RECEIVED, "h")
     assert state["attributes"] == ('{"big":123456789012345678901234567890,"neg_zero":-0.0,'
                                    '"\u00e9t\u00e9":"\u20ac"}')
     assert state["state"] == "-0.0" and state["state_num"] == 0.0
@@ -149,7 +149,7 @@ def test_malformed_events_raise_with_a_reason():
     raw = (b'{"event_type":"state_changed","time_fired":"2026-11-24T10:00:00+00:00","data":'
            b'{"entity_id":"sensor.x","new_state":{"entity_id":"sensor.x","state":5}}}')
     with pytest.raises(MalformedMessage, match="state_changed"):
-        event_rows(decode_event(raw), raw, RECEIVED, "h")
+        event_rows(decode_event(raw), RECEIVED, "h")
 
 
 def test_snapshot_rows_from_real_get_states(recording):

@@ -1,7 +1,8 @@
 """A copy of the fixture lake plus hand-made rows built from real ones, for the quality tests.
 
 Everything added is written as extra Parquet files next to the collector's, so SQL over the lake can
-tell them apart by file name: ``*-scenario.parquet`` holds rows that are valid, ``*-broken.parquet``
+tell them apart by file name (named like collector parts, so lake readers take them): ``*-scenario.parquet``
+holds rows that are valid, ``*-broken.parquet``
 rows that each break known rules.
 """
 
@@ -99,7 +100,7 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
                     pl.lit(None, pl.String).alias("context_id"),
                     (pl.col("received_at") + dt.timedelta(minutes=1)).alias("received_at"))
     scenario_states = pl.concat([pl.DataFrame(valid, schema=states.schema), duplicates])
-    _write(scenario_states, STATES, destination / "states" / f"date={date}", "part-scenario.parquet")
+    _write(scenario_states, STATES, destination / "states" / f"date={date}", "part-900000000001-900000000001-scenario.parquet")
 
     base = states.filter(pl.col("entity_id") == "sensor.house_power").row(0, named=True)
     t = _at(date, "17:24:00")
@@ -124,12 +125,12 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
         broken(12, state="x" * 300, state_num=None),
     ]
     _write(pl.DataFrame(broken_states, schema=states.schema), STATES, destination / "states" / f"date={date}",
-           "part-broken.parquet")
+           "part-900000000002-900000000002-broken.parquet")
 
     earlier = latest(CARRIED_IN_UNAVAILABLE)
     carried = _state_row(earlier, _at(previous, "23:00:00"), "unavailable", lag)
     _write(pl.DataFrame([carried], schema=states.schema), STATES, destination / "states" / f"date={previous}",
-           "part-scenario.parquet")
+           "part-900000000001-900000000001-scenario.parquet")
 
     event = events.filter(pl.col("event_type") == "call_service").row(0, named=True)
     broken_events = [
@@ -139,10 +140,10 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
         {**event, "event_id": "b" * 32, "event_type": "state_changed", "entity_id": None},
     ]
     _write(pl.DataFrame(broken_events, schema=events.schema), EVENTS, destination / "events" / f"date={date}",
-           "part-broken.parquet")
-    _write(events.head(1), EVENTS, destination / "events" / f"date={date}", "part-scenario.parquet")
+           "part-900000000002-900000000002-broken.parquet")
+    _write(events.head(1), EVENTS, destination / "events" / f"date={date}", "part-900000000001-900000000001-scenario.parquet")
 
     quarantine = pl.DataFrame([{"home": base["home"], "received_at": _at(date, "17:25:00"), "stage": "frame",
                                 "reason": "not JSON", "raw": "{not json"}])
-    _write(quarantine, QUARANTINE, destination / "quarantine" / f"date={date}", "part-scenario.parquet")
+    _write(quarantine, QUARANTINE, destination / "quarantine" / f"date={date}", "part-900000000001-900000000001-scenario.parquet")
     return Scenario(lake=destination, date=date, previous_date=previous, lag=lag)
