@@ -39,7 +39,7 @@ def _add_collector_options(parser: argparse.ArgumentParser) -> None:
                         help="commit buffered rows to Parquet at least this often (default %(default)s)")
     parser.add_argument("--flush-rows", type=int, default=100_000,
                         help="commit when this many rows are buffered (default %(default)s)")
-    parser.add_argument("--flush-mb", type=float, default=16.0,
+    parser.add_argument("--flush-mb", type=float, default=4.0,
                         help="commit when the buffered rows' event data and attributes reach this many MB, "
                              "which bounds memory (default %(default)s)")
     parser.add_argument("--metrics-port", type=int, default=int(_env("HA_INGESTOR_METRICS_PORT", "9464")),

@@ -41,7 +41,7 @@ class CollectorSettings:
     fsync: FsyncPolicy = FsyncPolicy.BATCH
     flush_interval_s: float = 10.0
     flush_rows: int = 100_000
-    flush_bytes: int = 16 << 20
+    flush_bytes: int = 4 << 20
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9464
     backoff_initial_s: float = 0.5
