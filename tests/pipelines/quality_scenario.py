@@ -19,6 +19,10 @@ import pyarrow.parquet as pq
 from ha_ingestor_live.lake_schema import EVENTS, QUARANTINE, STATES
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 
+# named like collector part files, which is what lake readers take
+SCENARIO_FILE = "part-900000000001-900000000001-scenario.parquet"
+BROKEN_FILE = "part-900000000002-900000000002-broken.parquet"
+
 # (entity, state changes added on the fixture day as (HH:MM:SS, state)); states are real HA states
 UNIT_CHANGE_ENTITY = "sensor.living_room_temperature"
 FAHRENHEIT_READINGS = (("18:00:00", "70.7"), ("18:10:00", "71.6"), ("18:20:00", "72.5"))
@@ -100,7 +104,7 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
                     pl.lit(None, pl.String).alias("context_id"),
                     (pl.col("received_at") + dt.timedelta(minutes=1)).alias("received_at"))
     scenario_states = pl.concat([pl.DataFrame(valid, schema=states.schema), duplicates])
-    _write(scenario_states, STATES, destination / "states" / f"date={date}", "part-900000000001-900000000001-scenario.parquet")
+    _write(scenario_states, STATES, destination / "states" / f"date={date}", SCENARIO_FILE)
 
     base = states.filter(pl.col("entity_id") == "sensor.house_power").row(0, named=True)
     t = _at(date, "17:24:00")
@@ -125,12 +129,12 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
         broken(12, state="x" * 300, state_num=None),
     ]
     _write(pl.DataFrame(broken_states, schema=states.schema), STATES, destination / "states" / f"date={date}",
-           "part-900000000002-900000000002-broken.parquet")
+           BROKEN_FILE)
 
     earlier = latest(CARRIED_IN_UNAVAILABLE)
     carried = _state_row(earlier, _at(previous, "23:00:00"), "unavailable", lag)
     _write(pl.DataFrame([carried], schema=states.schema), STATES, destination / "states" / f"date={previous}",
-           "part-900000000001-900000000001-scenario.parquet")
+           SCENARIO_FILE)
 
     event = events.filter(pl.col("event_type") == "call_service").row(0, named=True)
     broken_events = [
@@ -140,10 +144,10 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
         {**event, "event_id": "b" * 32, "event_type": "state_changed", "entity_id": None},
     ]
     _write(pl.DataFrame(broken_events, schema=events.schema), EVENTS, destination / "events" / f"date={date}",
-           "part-900000000002-900000000002-broken.parquet")
-    _write(events.head(1), EVENTS, destination / "events" / f"date={date}", "part-900000000001-900000000001-scenario.parquet")
+           BROKEN_FILE)
+    _write(events.head(1), EVENTS, destination / "events" / f"date={date}", SCENARIO_FILE)
 
     quarantine = pl.DataFrame([{"home": base["home"], "received_at": _at(date, "17:25:00"), "stage": "frame",
                                 "reason": "not JSON", "raw": "{not json"}])
-    _write(quarantine, QUARANTINE, destination / "quarantine" / f"date={date}", "part-900000000001-900000000001-scenario.parquet")
+    _write(quarantine, QUARANTINE, destination / "quarantine" / f"date={date}", SCENARIO_FILE)
     return Scenario(lake=destination, date=date, previous_date=previous, lag=lag)

@@ -111,7 +111,8 @@ def test_a_day_with_too_many_broken_rows_blocks_what_comes_after(fixture_lake, t
     broken = states.head(states.height // 50).with_columns(
         pl.lit("manual").alias("source"),
         *[(pl.col(c) + later).alias(c) for c in ("last_changed", "last_updated", "last_reported")])
-    pq.write_table(broken.to_arrow().cast(STATES), root / "states" / f"date={date}" / "part-900000000003-900000000003-broken.parquet")
+    more_broken = "part-900000000003-900000000003-broken.parquet"
+    pq.write_table(broken.to_arrow().cast(STATES), root / "states" / f"date={date}" / more_broken)
 
     result = materialize(root, date, assets.quality_report)
     evaluations = _evaluations(result)
