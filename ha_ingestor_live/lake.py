@@ -51,13 +51,17 @@ class LakeWriter:
         root.mkdir(parents=True, exist_ok=True)
         state_dir.mkdir(parents=True, exist_ok=True)
         self._buffers: dict[tuple[str, str], list[Row]] = {}
+        self._time_columns: dict[str, str] = {}
         self.buffered_rows = 0
         self.buffered_bytes = 0
         self.committed_seq = 0
 
     def add(self, location: str, row: Row, size: int = 0) -> None:
         """Buffer a row; ``size`` (its big text, roughly) counts toward ``buffered_bytes``."""
-        key = (location, partition_date(row[PARTITION_TIME[table_of(location)]]))
+        time_column = self._time_columns.get(location)
+        if time_column is None:
+            time_column = self._time_columns[location] = PARTITION_TIME[table_of(location)]
+        key = (location, row[time_column][:10])
         rows = self._buffers.get(key)
         if rows is None:
             rows = self._buffers[key] = []

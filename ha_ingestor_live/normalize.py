@@ -147,22 +147,30 @@ def state_changed_row(entity_id: str, old: OldState | None, new: StateObject | N
             "context_parent_id": context.parent_id, "context_user_id": context.user_id, "source": "live",
             "event_id": eid, "received_at": received_at,
         }
-    return state_row(new, "live", received_at, home, eid=eid, old_state=old.state if old else None)
+    return state_row(new, "live", received_at, home, eid=eid, old_state=old.state if old else None,
+                     time_fired=time_fired)
 
 
 def state_row(state: StateObject, source: str, received_at: str, home: str, *, eid: str | None = None,
-              old_state: str | None = None) -> Row:
+              old_state: str | None = None, time_fired: str | None = None) -> Row:
     context = state.context or _NO_CONTEXT
+    entity_id = state.entity_id
+    # HA's three times are usually the same string (and, live, the event's time_fired): validate each once
+    raw_updated = state.last_updated
+    last_updated = time_fired if time_fired is not None and raw_updated == time_fired else utc_iso(raw_updated)
+    last_changed = last_updated if state.last_changed == raw_updated else utc_iso(state.last_changed)
+    reported = state.last_reported
+    last_reported = (last_updated if reported == raw_updated else utc_iso(reported)) if reported else None
     return {
         "home": home,
-        "entity_id": state.entity_id,
-        "domain": domain_of(state.entity_id),
+        "entity_id": entity_id,
+        "domain": entity_id.partition(".")[0],
         "state": state.state,
         "state_num": parse_number(state.state),
-        "attributes": _text(state.attributes),
-        "last_changed": utc_iso(state.last_changed),
-        "last_updated": utc_iso(state.last_updated),
-        "last_reported": utc_iso(state.last_reported) if state.last_reported else None,
+        "attributes": bytes(state.attributes).decode() if state.attributes else None,
+        "last_changed": last_changed,
+        "last_updated": last_updated,
+        "last_reported": last_reported,
         "old_state": old_state,
         "context_id": context.id,
         "context_parent_id": context.parent_id,
