@@ -36,9 +36,9 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ha_ingestor_live.demo import collect_recording  # noqa: E402
 from ha_ingestor_live.lake_schema import STATES  # noqa: E402
 
-TOKEN = "bench"
 FILE_ROWS = 100_000  # the collector's default --flush-rows
 ENTITY_VARIANTS = 40
 DUPLICATE_SHARE = 0.005
@@ -47,24 +47,9 @@ FAHRENHEIT_SHARE = 0.1
 UNAVAILABLE_SHARE = 0.002
 
 
-async def _collect(lake: Path, state: Path) -> None:
-    from ha_ingestor_live.collector import Collector, CollectorSettings
-    from ha_ingestor_live.replay_server import Recording, ReplayServer, bundled_capture
-
-    async with ReplayServer(Recording.load(bundled_capture()), token=TOKEN, speed=40) as server:
-        collector = Collector(CollectorSettings(ha_url=server.url, token=TOKEN, lake=lake, state_dir=state,
-                                                metrics_port=None, backfill_delay_s=0.1, flush_interval_s=2.0))
-        task = asyncio.create_task(collector.run())
-        await asyncio.wait_for(server.finished.wait(), 120)
-        while not collector.sink.caught_up():
-            await asyncio.sleep(0.05)
-        collector.request_stop()
-        await task
-
-
 def build_source_lake(work: Path) -> Path:
     """The real collector's lake of the bundled recording."""
-    asyncio.run(_collect(work / "source" / "lake", work / "source" / "state"))
+    asyncio.run(collect_recording(work / "source" / "lake", work / "source" / "state"))
     return work / "source" / "lake"
 
 

@@ -37,6 +37,20 @@ async def run_demo(settings: CollectorSettings, *, speed: float, capture: Path |
     return 0
 
 
+async def collect_recording(lake: Path, state_dir: Path, *, speed: float = 40.0, token: str = "replay") -> None:
+    """Collect the whole bundled recording into ``lake`` with the real collector, then stop (test and
+    benchmark lakes)."""
+    async with ReplayServer(Recording.load(bundled_capture()), token=token, speed=speed) as server:
+        collector = Collector(CollectorSettings(ha_url=server.url, token=token, lake=lake, state_dir=state_dir,
+                                                metrics_port=None, backfill_delay_s=0.1, flush_interval_s=2.0))
+        task = asyncio.create_task(collector.run())
+        await asyncio.wait_for(server.finished.wait(), 120)
+        while not collector.sink.caught_up():
+            await asyncio.sleep(0.05)
+        collector.request_stop()
+        await task
+
+
 def summary(lake: Path) -> str:
     """What landed, queried the way a user would: DuckDB over the hive-partitioned Parquet."""
     con = duckdb.connect()

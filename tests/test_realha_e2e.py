@@ -31,8 +31,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import duckdb
 import pytest
+
+from .conftest import lake_query
 
 pytestmark = [pytest.mark.realha, pytest.mark.timeout(900)]
 
@@ -162,15 +163,6 @@ def _recorder_rows(db: Path) -> list[tuple[str, int, str | None]]:
     finally:
         con.close()
     return [(eid, round(ts * 1_000_000), state) for eid, ts, state in rows]
-
-
-def _lake(lake: Path, table: str, sql: str) -> list[tuple]:
-    if not list((lake / table).rglob("*.parquet")):
-        return []
-    con = duckdb.connect()
-    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{lake}/{table}/**/*.parquet', "
-                "hive_partitioning=true)")
-    return con.execute(sql).fetchall()
 
 
 def compare(recorder: list[tuple[str, int, str | None]], lake_rows: list[tuple], cut_us: int) -> dict:
@@ -327,10 +319,10 @@ def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path)
         print(f"ha_stop.sh: {stopped.stdout.strip()} {stopped.stderr.strip()}")
 
     recorder = _recorder_rows(Path(paths["config"]) / "home-assistant_v2.db")
-    lake_rows = _lake(lake, "states", "SELECT entity_id, epoch_us(last_updated), state, source FROM t")
+    lake_rows = lake_query(lake, "states", "SELECT entity_id, epoch_us(last_updated), state, source FROM t")
     # how the restart looked from the collector: HA's restart call (if it arrived live), the
     # collector noticing the close, HA's process exit, the reconnect
-    calls = _lake(lake, "events", "SELECT min(epoch_us(time_fired)) FROM t WHERE event_type = 'call_service' "
+    calls = lake_query(lake, "events", "SELECT min(epoch_us(time_fired)) FROM t WHERE event_type = 'call_service' "
                                   "AND data LIKE '%\"domain\":\"homeassistant\"%\"service\":\"restart\"%'")
     if calls and calls[0][0]:
         marks["restart_call"] = calls[0][0] / 1e6
@@ -349,9 +341,9 @@ def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path)
         else "other" for _eid, us, _state, source in lake_rows if source == "backfill")
     info["backfill_rows_by_window"] = dict(backfill_windows)
     result = compare(recorder, lake_rows, round(marks["cut"] * 1e6))
-    event_dups = _lake(lake, "events", "SELECT event_id, count(*) FROM t GROUP BY 1 HAVING count(*) > 1")
-    quarantine = _lake(lake, "quarantine", "SELECT stage, reason, left(raw, 200) FROM t")
-    info["events"] = _lake(lake, "events", "SELECT count(*) FROM t")[0][0]
+    event_dups = lake_query(lake, "events", "SELECT event_id, count(*) FROM t GROUP BY 1 HAVING count(*) > 1")
+    quarantine = lake_query(lake, "quarantine", "SELECT stage, reason, left(raw, 200) FROM t")
+    info["events"] = lake_query(lake, "events", "SELECT count(*) FROM t")[0][0]
     info["quarantine"] = [q[:2] for q in quarantine[:SAMPLES]]
     info["duplicate_event_ids"] = len(event_dups)
     info["collector_log_warnings"] = [line for line in collector_log.read_text(errors="replace").splitlines()
