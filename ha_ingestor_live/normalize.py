@@ -110,7 +110,7 @@ def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, list[Row
         entity_id = change.entity_id
         states.append(state_changed_row(change.entity_id, change.old_state, change.new_state, time_fired,
                                         eid, received_at, home))
-    else:
+    elif b'"entity_id"' in data:  # most events have none: skip the decode
         try:
             found = event_entity_decoder.decode(data).entity_id
         except msgspec.DecodeError:
