@@ -8,6 +8,7 @@ import polars as pl
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 from ha_ingestor_pipelines.defs.common.partitions import daily_partitions
 
+from ..common.lake_keys import LAKE_EVENTS, LAKE_REGISTRY
 from .logic import RegistryDims, enrich_states, peak_hours
 from .metadata import markdown_preview, table_metadata
 from .registry_history import (
@@ -22,8 +23,6 @@ from .registry_history import (
 from .tables import load_dimensions, neighbour_day, scan_raw_days, write_table
 
 GROUP = "enrichment"
-LAKE_EVENTS = dg.AssetKey(["lake", "events"])
-LAKE_REGISTRY = dg.AssetKey(["lake", "registry"])
 # the validation domain's typed, de-duplicated state rows (``derived/validated_states/date=D``)
 STATES_INPUT = dg.AssetKey(["derived", "validated_states"])
 DIMENSION_KEYS = {kind: dg.AssetKey(["derived", spec.table]) for kind, spec in DIMENSIONS.items()}

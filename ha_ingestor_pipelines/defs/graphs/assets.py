@@ -12,6 +12,7 @@ from ha_ingestor_pipelines.defs.enrichment.assets import DIMENSION_KEYS, ENRICHE
 from ha_ingestor_pipelines.defs.enrichment.metadata import markdown_preview, table_metadata
 from ha_ingestor_pipelines.defs.enrichment.tables import load_dimensions, neighbour_day, scan_raw_days, write_table
 
+from ..common.lake_keys import LAKE_EVENTS, LAKE_STATES
 from .automation_config import config_graph
 from .automation_graph import automation_graph
 from .automation_runs import RUN_SCHEMA, automation_runs
@@ -19,8 +20,6 @@ from .device_graph import device_graph, failure_cascades
 from .render import render_automation_graph
 
 GROUP = "graphs"
-LAKE_EVENTS = dg.AssetKey(["lake", "events"])
-LAKE_STATES = dg.AssetKey(["lake", "states"])
 DEVICE_NODES = dg.AssetKey(["derived", "device_graph_nodes"])
 DEVICE_EDGES = dg.AssetKey(["derived", "device_graph_edges"])
 FAILURE_CASCADES = dg.AssetKey(["derived", "failure_cascades"])

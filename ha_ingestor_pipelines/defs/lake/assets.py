@@ -7,14 +7,16 @@ import pyarrow as pa
 
 from ha_ingestor_live.lake_schema import EVENTS, QUARANTINE, REGISTRY, STATES
 
+from ..common.lake_keys import LAKE_EVENTS, LAKE_QUARANTINE, LAKE_REGISTRY, LAKE_STATES
+
 
 def _table_schema(schema: pa.Schema) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(field.name, str(field.type)) for field in schema])
 
 
-def _lake_table(name: str, schema: pa.Schema, layout: str, description: str) -> dg.AssetSpec:
+def _lake_table(key: dg.AssetKey, schema: pa.Schema, layout: str, description: str) -> dg.AssetSpec:
     return dg.AssetSpec(
-        key=["lake", name],
+        key=key,
         description=description,
         group_name="lake",
         kinds={"parquet"},
@@ -22,12 +24,12 @@ def _lake_table(name: str, schema: pa.Schema, layout: str, description: str) -> 
     )
 
 
-events = _lake_table("events", EVENTS, "events/date=YYYY-MM-DD/part-*.parquet",
+events = _lake_table(LAKE_EVENTS, EVENTS, "events/date=YYYY-MM-DD/part-*.parquet",
                      "Every Home Assistant event, one row each, landed by `ha-ingestor collect`.")
-states = _lake_table("states", STATES, "states/date=YYYY-MM-DD/part-*.parquet",
+states = _lake_table(LAKE_STATES, STATES, "states/date=YYYY-MM-DD/part-*.parquet",
                      "Every state change (live, backfilled from HA's history, or from snapshots).")
-registry = _lake_table("registry", REGISTRY, "registry/<kind>/date=YYYY-MM-DD/part-*.parquet",
+registry = _lake_table(LAKE_REGISTRY, REGISTRY, "registry/<kind>/date=YYYY-MM-DD/part-*.parquet",
                        "Registry and configuration snapshots (areas, floors, labels, devices, entities, "
                        "config entries, automations, scripts, core config, services).")
-quarantine = _lake_table("quarantine", QUARANTINE, "quarantine/date=YYYY-MM-DD/part-*.parquet",
+quarantine = _lake_table(LAKE_QUARANTINE, QUARANTINE, "quarantine/date=YYYY-MM-DD/part-*.parquet",
                          "Input the collector could not turn into rows, with the reason and the raw text.")

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from ..common.lake_keys import LAKE_EVENTS, LAKE_QUARANTINE, LAKE_REGISTRY, LAKE_STATES
 from ..common.lake_resource import LakeResource
 from ..common.partitions import daily_partitions
 from .report_figures import ReportInputs, ReportParameters, quality_figures
@@ -21,10 +22,6 @@ VALIDATED_EVENTS = dg.AssetKey(["derived", "validated_events"])
 VALIDATED_STATES = dg.AssetKey(["derived", "validated_states"])
 VALIDATION_QUARANTINE = dg.AssetKey(["derived", "validation_quarantine"])
 QUALITY_REPORT = dg.AssetKey(["derived", "quality_report"])
-LAKE_EVENTS = dg.AssetKey(["lake", "events"])
-LAKE_STATES = dg.AssetKey(["lake", "states"])
-LAKE_QUARANTINE = dg.AssetKey(["lake", "quarantine"])
-LAKE_REGISTRY = dg.AssetKey(["lake", "registry"])
 
 GROUP = "quality"
 
