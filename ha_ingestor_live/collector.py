@@ -82,7 +82,6 @@ class Collector:
                                 flush_bytes=settings.flush_bytes, flush_interval_s=settings.flush_interval_s)
         self.reconnects = 0
         self.connected = False
-        self.backfill_running = False
         self._conn_id = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -172,6 +171,9 @@ class Collector:
                     await asyncio.wait_for(self._stop.wait(), delay)
         finally:
             self.connected = False
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    self._loop.remove_signal_handler(signum)
             await asyncio.to_thread(self.sink.stop)
             if server is not None:
                 server.shutdown()
@@ -319,13 +321,9 @@ class Collector:
             log.info("first start against this home: importing history since %s", _iso(start))
         else:
             start = dt.datetime.fromisoformat(since) - dt.timedelta(seconds=self.settings.backfill_margin_s)
-        self.backfill_running = True
-        try:
+        await self._request_history(connection, start, end)
+        if since is not None and self.settings.backfill_repeat_after_s > 0:
+            # HA's recorder commits in batches and lags while HA starts: ask once more for the same gap
+            await asyncio.sleep(self.settings.backfill_repeat_after_s)
             await self._request_history(connection, start, end)
-            if since is not None and self.settings.backfill_repeat_after_s > 0:
-                # HA's recorder commits in batches and lags while HA starts: ask once more for the same gap
-                await asyncio.sleep(self.settings.backfill_repeat_after_s)
-                await self._request_history(connection, start, end)
-        finally:
-            self.backfill_running = False
         self.sink.request_commit()

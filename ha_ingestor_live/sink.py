@@ -27,7 +27,6 @@ MAX_BATCH = 20_000
 @dataclass
 class SinkStats:
     frames_submitted: int = 0
-    frames_spooled: int = 0
     records_processed: int = 0
     commits: int = 0
     rows_committed: dict[str, int] = field(default_factory=dict)
@@ -99,7 +98,6 @@ class DurableSink:
                     last_seq = self.spool.append_batch(batch)
                     durable_at = time.time()
                     self.stats.spool_latency.extend(durable_at - received_at for _, _, received_at, _ in batch)
-                    self.stats.frames_spooled += len(batch)
                     self._durable.put((last_seq - len(batch) + 1, batch))
                 if stopping:
                     self._durable.put(_STOP)
