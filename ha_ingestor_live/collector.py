@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -22,6 +23,7 @@ from .lake import LakeWriter
 from .messages import entity_ids_decoder
 from .metrics import serve_metrics
 from .processor import REGISTRY_COMMANDS, Processor
+from .session_log import SessionCounters, SessionLog, SessionRecord, parse_time
 from .sink import DurableSink
 from .spool import INBOUND, OUTBOUND, FsyncPolicy, Spool
 
@@ -56,6 +58,7 @@ class CollectorSettings:
     startup_wait_s: float = 120.0
     max_message_bytes: int = 4 << 20
     max_frame_bytes: int = 256 << 20
+    session_record_interval_s: float = 60.0
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -74,7 +77,9 @@ def _collector_id(state_dir: Path) -> str:
 class Collector:
     def __init__(self, settings: CollectorSettings) -> None:
         self.settings = settings
-        self.lake = LakeWriter(settings.lake, settings.state_dir, _collector_id(settings.state_dir))
+        collector_id = _collector_id(settings.state_dir)
+        self.lake = LakeWriter(settings.lake, settings.state_dir, collector_id)
+        self.sessions = SessionLog(settings.lake, collector_id)
         self.spool = Spool(settings.state_dir / "spool", settings.fsync)
         self.processor = Processor(self.lake, home=settings.home, max_message_bytes=settings.max_message_bytes,
                                    on_registry_stale=self._registry_stale_from_thread)
@@ -88,6 +93,10 @@ class Collector:
         self._stale: set[str] = set()
         self._stale_event: asyncio.Event | None = None
         self._entity_ids: list[str] = []
+        self._commands_sent = 0
+        self._current_session: SessionRecord | None = None
+        self._session_baseline = SessionCounters()
+        self._session_writes = asyncio.Lock()
         self.metrics_server = None
 
     def recover(self) -> int:
@@ -184,34 +193,98 @@ class Collector:
         while not self.sink.caught_up() and self.sink.alive():
             await asyncio.sleep(0.02)
 
+    async def _wait_processed(self, frames: int) -> None:
+        while self.sink.stats.records_processed < frames and self.sink.alive():
+            await asyncio.sleep(0.02)
+
+    async def _settle(self) -> None:
+        """Process and commit everything submitted (between sessions, when nothing new arrives)."""
+        await self._wait_caught_up()
+        self.sink.request_commit()
+        while self.lake.committed_seq < self.processor.processed_seq and self.sink.alive():
+            await asyncio.sleep(0.02)
+
+    def _counters(self) -> SessionCounters:
+        counts = self.processor.counts
+        stats = self.sink.stats
+        return SessionCounters(events_received=counts["events"], events_committed=stats.rows_committed.get("events", 0),
+                               quarantined=counts["quarantined"], backfill_rows=counts["backfilled"],
+                               frames_received=stats.frames_submitted - self._commands_sent)
+
+    async def _record_session(self) -> None:
+        """Rewrite the current session's lake row with its figures so far (a failure is logged, not raised:
+        the record must never stop the collection)."""
+        session = self._current_session
+        if session is None:
+            return
+        session.counters = self._counters() - self._session_baseline
+        session.home = self.processor.home
+        last = parse_time(self.processor.last_event_time)
+        first = session.first_event_at
+        session.last_event_time = last if first is not None and last is not None and last >= first else None
+        snapshot = dataclasses.replace(session)
+        async with self._session_writes:
+            try:
+                await asyncio.to_thread(self.sessions.write, snapshot)
+            except Exception:
+                log.exception("could not write the record of session %d", snapshot.session_id)
+
+    async def _record_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.session_record_interval_s)
+            await self._record_session()
+
     async def _session(self) -> None:
         await self._wait_caught_up()
         since = self.processor.last_event_time
         self._conn_id = conn = max(self._conn_id + 1, time.time_ns() // 1_000_000)
         submit = self.sink.submit
-        connection = await HAConnection.open(
-            self.settings.ha_url, self.settings.token,
-            on_frame=lambda frame, at: submit(INBOUND, conn, at, frame),
-            on_command=lambda payload: submit(OUTBOUND, conn, time.time(), payload),
-            max_frame_bytes=self.settings.max_frame_bytes)
+        # everything before this session is processed and committed: its figures count from here
+        self._session_baseline = self._counters()
+        session = SessionRecord(collector_id=self.lake.writer_id, session_id=conn, home=self.processor.home,
+                                reconnects=self.reconnects, gap_start=parse_time(since))
+
+        def on_frame(frame: bytes, at: float) -> None:
+            submit(INBOUND, conn, at, frame)
+            if session.awaiting_first_event:
+                session.note_frame(frame)
+
+        def on_command(payload: bytes) -> None:
+            self._commands_sent += 1
+            submit(OUTBOUND, conn, time.time(), payload)
+
+        connection = await HAConnection.open(self.settings.ha_url, self.settings.token, on_frame=on_frame,
+                                             on_command=on_command, max_frame_bytes=self.settings.max_frame_bytes)
         log.info("connected to Home Assistant %s", connection.ha_version)
         self.connected = True
+        session.connected_at = dt.datetime.now(dt.UTC)
+        session.ha_version = connection.ha_version
+        self._current_session = session
+        await self._record_session()
         tasks = [asyncio.create_task(connection.read_forever(), name="reader"),
                  asyncio.create_task(self._converse(connection, since), name="converse"),
                  asyncio.create_task(self._keepalive(connection), name="keepalive"),
                  asyncio.create_task(self._watch_sink(), name="sink-watch"),
+                 asyncio.create_task(self._record_periodically(), name="session-record"),
                  asyncio.create_task(self._stop.wait(), name="stop")]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is not None:
-                    raise task.exception()
+            failures = [task.exception() for task in done if task.exception() is not None]
+            session.disconnect_reason = (f"{type(failures[0]).__name__}: {failures[0]}" if failures
+                                         else "stop requested" if self._stop.is_set() else "connection closed")
+            if failures:
+                raise failures[0]
         finally:
             self.connected = False
             for task in tasks:
                 task.cancel()
             await connection.close()
             await asyncio.gather(*tasks, return_exceptions=True)
+            session.disconnected_at = dt.datetime.now(dt.UTC)
+            session.disconnect_reason = session.disconnect_reason or "interrupted"
+            await self._settle()
+            await self._record_session()
+            self._current_session = None
 
     async def _watch_sink(self) -> None:
         while self.sink.alive():
@@ -225,6 +298,7 @@ class Collector:
 
     async def _converse(self, connection: HAConnection, since: str | None) -> None:
         await self._snapshot(connection)
+        await self._record_session()
         await self._backfill(connection, since)
         while True:
             await self._stale_event.wait()
@@ -321,9 +395,18 @@ class Collector:
             log.info("first start against this home: importing history since %s", _iso(start))
         else:
             start = dt.datetime.fromisoformat(since) - dt.timedelta(seconds=self.settings.backfill_margin_s)
+        if self._current_session is not None:
+            self._current_session.backfill_from = start
         await self._request_history(connection, start, end)
+        await self._record_backfill()
         if since is not None and self.settings.backfill_repeat_after_s > 0:
             # HA's recorder commits in batches and lags while HA starts: ask once more for the same gap
             await asyncio.sleep(self.settings.backfill_repeat_after_s)
             await self._request_history(connection, start, end)
+            await self._record_backfill()
         self.sink.request_commit()
+
+    async def _record_backfill(self) -> None:
+        """Record the session once the history answers received so far are processed (and so counted)."""
+        await self._wait_processed(self.sink.stats.frames_submitted)
+        await self._record_session()

@@ -18,11 +18,17 @@ def fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
-def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a reader sees the old file or the new one, never a part (``<name>.tmp``,
+    fsync, rename, fsync of the directory)."""
     temp = path.with_name(path.name + ".tmp")
     with open(temp, "wb") as handle:
-        handle.write(msgspec.json.encode(document))
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
     fsync_path(path.parent)
+
+
+def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    write_bytes_atomically(path, msgspec.json.encode(document))

@@ -56,13 +56,36 @@ QUARANTINE = pa.schema([
     ("raw", pa.string()),
 ])
 
+# one row per connection session, rewritten while the session's figures change (session_log.py)
+COLLECTOR_SESSIONS = pa.schema([
+    ("home", pa.string()),
+    ("collector_id", pa.string()),
+    ("session_id", pa.int64()),
+    ("connected_at", TIMESTAMP),
+    ("ha_version", pa.string()),
+    ("disconnected_at", TIMESTAMP),
+    ("disconnect_reason", pa.string()),
+    ("gap_start", TIMESTAMP),
+    ("gap_end", TIMESTAMP),
+    ("backfill_from", TIMESTAMP),
+    ("backfill_rows", pa.int64()),
+    ("last_event_time", TIMESTAMP),
+    ("events_received", pa.int64()),
+    ("events_committed", pa.int64()),
+    ("quarantined", pa.int64()),
+    ("frames_received", pa.int64()),
+    ("reconnects", pa.int64()),
+    ("updated_at", TIMESTAMP),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "events": EVENTS,
     "states": STATES,
     "registry": REGISTRY,
     "quarantine": QUARANTINE,
+    "collector_sessions": COLLECTOR_SESSIONS,
 }
 
 # the column whose UTC date names a row's partition
 PARTITION_TIME = {"events": "time_fired", "states": "last_updated", "registry": "snapshot_at",
-                  "quarantine": "received_at"}
+                  "quarantine": "received_at", "collector_sessions": "connected_at"}

@@ -4,6 +4,7 @@ replaying a recording of a real Home Assistant."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import duckdb
 import msgspec
 import pytest
 
@@ -128,6 +130,73 @@ def test_dropped_connection_is_backfilled_from_history(recording, tmp_path):
     assert events == len(delivered)
 
 
+def _sessions(lake: Path) -> list[dict]:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    relation = con.sql(f"SELECT * FROM read_parquet('{lake}/collector_sessions/*/*.parquet') ORDER BY connected_at")
+    return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
+
+
+def test_sessions_record_the_drop_its_gap_and_the_collectors_counters(recording, tmp_path):
+    async def scenario():
+        async with ReplayServer(recording, token=TOKEN, speed=20) as server:
+            collector = Collector(_settings(server.url, tmp_path, backfill_repeat_after_s=1.0))
+
+            async def drop_mid_stream():
+                await asyncio.sleep(4)
+                await server.drop_connections(refuse_for=2.0)
+
+            await _collect_while(server, collector, drop_mid_stream)
+            return server, collector
+
+    server, collector = asyncio.run(scenario())
+    lake = tmp_path / "lake"
+    first, second = _sessions(lake)
+    collector_id = (tmp_path / "state" / "collector_id").read_text().strip()
+    for session in (first, second):
+        assert (session["home"], session["collector_id"], session["ha_version"]) == (
+            "maple_house", collector_id, recording.ha_version)
+        name = f"session-{session['session_id']}-{collector_id}.parquet"
+        assert (lake / "collector_sessions" / f"date={session['connected_at']:%Y-%m-%d}" / name).exists()
+        assert session["connected_at"] < session["disconnected_at"] <= session["updated_at"]
+    assert first["gap_start"] is None, "the first start against a home closes no gap"
+    assert first["disconnect_reason"].startswith("ConnectionLost: connection closed (code 1000)")
+    assert second["disconnect_reason"] == "stop requested"
+    assert first["disconnected_at"] < second["connected_at"]
+    assert (first["reconnects"], second["reconnects"]) == (0, collector.reconnects)
+    assert not list(lake.rglob("*.tmp"))
+
+    def received_in(session: dict, table: str, where: str = "true") -> list[tuple]:
+        return lake_query(lake, table, f"SELECT * FROM t WHERE received_at BETWEEN '{session['connected_at']}' "
+                                       f"AND '{session['disconnected_at']}' AND {where}")
+
+    # the gap: the last event time seen before the drop, the first one after it, around every missed event
+    [(before,)] = lake_query(lake, "events", f"SELECT max(time_fired) FROM t "
+                                             f"WHERE received_at <= '{first['disconnected_at']}'")
+    [(after,)] = lake_query(lake, "events", f"SELECT min(time_fired) FROM t "
+                                            f"WHERE received_at >= '{second['connected_at']}'")
+    assert (second["gap_start"], second["gap_end"]) == (before, after)
+    delivered = {json.dumps(e, sort_keys=True) for c in server.all_clients for _, e in c.sent}
+    missed = [dt.datetime.fromisoformat(e["time_fired"]) for _, e in recording.events
+              if json.dumps(e, sort_keys=True) not in delivered]
+    assert missed and before <= min(missed) and max(missed) <= after
+    assert second["backfill_from"] == before - dt.timedelta(seconds=60)
+    assert first["backfill_from"] < first["connected_at"] - dt.timedelta(days=9)
+    [(last_fired,)] = lake_query(lake, "events", "SELECT max(time_fired) FROM t")
+    assert (first["last_event_time"], second["last_event_time"]) == (before, last_fired)
+
+    # the collector's counters against the lake, session by session
+    for session in (first, second):
+        events = received_in(session, "events")
+        assert session["events_received"] == session["events_committed"] == len(events) > 0
+        assert session["backfill_rows"] == len(received_in(session, "states", "source = 'backfill'"))
+        assert session["quarantined"] == len(received_in(session, "quarantine")) == 0
+        assert session["frames_received"] >= len(events) / 20
+    assert second["backfill_rows"] > 0, "the drop's missed state changes came back from history"
+    [(events_total,)] = lake_query(lake, "events", "SELECT count(*) FROM t")
+    assert first["events_received"] + second["events_received"] == events_total == len(delivered)
+
+
 def test_silent_server_is_detected_by_ping_and_reconnected(recording, tmp_path):
     async def scenario():
         async with ReplayServer(recording, token=TOKEN, speed=25) as server:
@@ -187,6 +256,12 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(replay_server, tmp_path):
     fired = _iso_keys(fired_state_keys(e for _, e in replay_server.server.recording.events))
     assert fired <= set(_state_keys(lake)), "states missed while the collector was dead come back from history"
     assert not list(lake.rglob("*.tmp"))
+    # a killed collector leaves its session open (whole, as last written); the next one records the gap
+    *killed, last = _sessions(lake)
+    assert len(killed) == len(kills)
+    assert all(s["disconnected_at"] is None and s["updated_at"] >= s["connected_at"] for s in killed)
+    assert (last["disconnect_reason"], last["events_received"] > 0) == ("stop requested", True)
+    assert all(s["gap_start"] is not None and s["gap_start"] <= s["gap_end"] for s in [*killed[1:], last])
 
 
 def test_malformed_frames_are_quarantined_and_collection_goes_on(recording, tmp_path):
