@@ -84,6 +84,10 @@ def test_views_over_the_lake_match_the_raw_files(warehouse, fixture_lake):
         assert connection.sql("SELECT * FROM quarantine").columns == ["home", "received_at", "stage", "reason",
                                                                       "raw", "date"]
         assert connection.execute("SELECT count(*) FROM quarantine").fetchall()[0][0] == 0
+        # the collector's one session, whose counters match the events it landed
+        events = raw(fixture_lake, "events").height
+        assert connection.execute("SELECT count(*), sum(events_received), sum(events_committed) "
+                                  "FROM collector_sessions").fetchall() == [(1, events, events)]
 
 
 def _state(data: str, key: str) -> str | None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dagster as dg
 import pyarrow as pa
 
-from ha_ingestor_live.lake_schema import EVENTS, QUARANTINE, REGISTRY, STATES
+from ha_ingestor_live.lake_schema import COLLECTOR_SESSIONS, EVENTS, QUARANTINE, REGISTRY, STATES
 
-from ..common.lake_keys import LAKE_EVENTS, LAKE_QUARANTINE, LAKE_REGISTRY, LAKE_STATES
+from ..common.lake_keys import LAKE_COLLECTOR_SESSIONS, LAKE_EVENTS, LAKE_QUARANTINE, LAKE_REGISTRY, LAKE_STATES
 
 
 def _table_schema(schema: pa.Schema) -> dg.TableSchema:
@@ -33,3 +33,8 @@ registry = _lake_table(LAKE_REGISTRY, REGISTRY, "registry/<kind>/date=YYYY-MM-DD
                        "config entries, automations, scripts, core config, services).")
 quarantine = _lake_table(LAKE_QUARANTINE, QUARANTINE, "quarantine/date=YYYY-MM-DD/part-*.parquet",
                          "Input the collector could not turn into rows, with the reason and the raw text.")
+collector_sessions = _lake_table(
+    LAKE_COLLECTOR_SESSIONS, COLLECTOR_SESSIONS,
+    "collector_sessions/date=YYYY-MM-DD/session-<session_id>-<collector_id>.parquet",
+    "The collector's own record of each connection to Home Assistant: when, the gap it closed, what the history "
+    "backfill returned, and its counters (events received, committed, quarantined, frames), one row per session.")
