@@ -3,7 +3,8 @@ contract check (and the enrichment assets when the repo has them), each step in 
 
 The day is made from real rows: the bundled recording of a real Home Assistant is collected into a
 lake by the real collector (replay server), and its state rows are replicated across the day with
-each copy's entity ids and times varied (``--rows`` in all). Like a real day, it holds a few
+each copy's entity ids and times varied (``--rows`` in all); the entity registry gets an entry per entity
+id copy, so the enrichment finds each row's device, area and labels. Like a real day, it holds a few
 duplicates (a backfill that overlaps live rows), a few broken rows, sensors reporting in °F, and
 entities going unavailable. Every step runs in a fresh subprocess that has imported the pipeline code
 (Dagster included) before its clock starts; it reports its wall and CPU time and its peak RSS (VmHWM:
@@ -113,7 +114,25 @@ def make_day(source_lake: Path, target_lake: Path, rows: int) -> str:
                        compression="zstd")
     if (source_lake / "registry").is_dir():
         shutil.copytree(source_lake / "registry", target_lake / "registry", dirs_exist_ok=True)
+        register_entity_variants(target_lake / "registry" / "entities")
     return date.isoformat()
+
+
+def register_entity_variants(entities: Path) -> None:
+    """Give each entity's copies (``<entity_id>_<n>``) their own entity registry entries, each with its own
+    registry id and otherwise the original's device, area and labels, so the enrichment finds them."""
+    for path in sorted(entities.glob("date=*/*.parquet")):
+        snapshot = pq.read_table(path)
+        variants = []
+        for row in snapshot.to_pylist():
+            data = json.loads(row["data"]) if row["data"] else None
+            for variant in range(ENTITY_VARIANTS):
+                copy = dict(row, item_id=f"{row['item_id']}_{variant}")
+                if isinstance(data, dict) and data.get("entity_id") == row["item_id"]:
+                    renamed = {**data, "entity_id": copy["item_id"], "id": f"{data.get('id')}_{variant}"}
+                    copy["data"] = json.dumps(renamed, separators=(",", ":"))
+                variants.append(copy)
+        pq.write_table(pa.Table.from_pylist(variants, schema=snapshot.schema), path, compression="zstd")
 
 
 # ---- steps (each runs in its own process) -------------------------------------------------------
