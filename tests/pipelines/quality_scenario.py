@@ -3,7 +3,9 @@
 Everything added is written as extra Parquet files next to the collector's, so SQL over the lake can
 tell them apart by file name (named like collector parts, so lake readers take them): ``*-scenario.parquet``
 holds rows that are valid, ``*-broken.parquet``
-rows that each break known rules.
+rows that each break known rules. The collector ``scenario`` also has a session record of its own
+(``collector_sessions/.../session-1-scenario.parquet``): a reconnect after the capture whose gap its
+backfilled rows fill, and whose counters claim two events the lake does not hold.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from ha_ingestor_live.lake_schema import EVENTS, QUARANTINE, STATES
+from ha_ingestor_live.lake_schema import COLLECTOR_SESSIONS, EVENTS, QUARANTINE, STATES
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 
 # named like collector part files, which is what lake readers take
@@ -36,6 +38,10 @@ LATE_TIMES = ("20:05:00", "20:06:00")
 OUT_OF_ORDER_ENTITY = "input_boolean.night_mode"
 DUPLICATED_LIVE_ROWS = 3
 DUPLICATED_SNAPSHOT_ROWS = 1
+SESSION_ID = 1
+SESSION_GAP_END = "23:30:00"  # the first event the scenario's session received, on HA's clock
+SESSION_EVENTS_RECEIVED = 2  # none of them is in the lake
+SESSION_BACKFILL_ROWS = 9  # the scenario's valid state rows: all received within the session
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Scenario:
     date: str
     previous_date: str
     lag: dt.timedelta  # the fixture's typical received_at - last_updated of live rows
+    session: dict  # the scenario collector's session record
 
 
 def _write(frame: pl.DataFrame, schema, directory: Path, name: str) -> None:
@@ -104,6 +111,23 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
                     pl.lit(None, pl.String).alias("context_id"),
                     (pl.col("received_at") + dt.timedelta(minutes=1)).alias("received_at"))
     scenario_states = pl.concat([pl.DataFrame(valid, schema=states.schema), duplicates])
+    assert len(valid) == SESSION_BACKFILL_ROWS
+    gap_start = events["time_fired"].max()
+    session = {
+        "home": template["home"], "collector_id": "scenario", "session_id": SESSION_ID,
+        "connected_at": min(row["received_at"] for row in valid) - dt.timedelta(seconds=1),
+        "ha_version": "2025.4.4",
+        "disconnected_at": max(row["received_at"] for row in valid) + dt.timedelta(seconds=1),
+        "disconnect_reason": "stop requested", "gap_start": gap_start, "gap_end": _at(date, SESSION_GAP_END),
+        "backfill_from": gap_start - dt.timedelta(seconds=60), "backfill_rows": SESSION_BACKFILL_ROWS,
+        "last_event_time": _at(date, SESSION_GAP_END) + dt.timedelta(seconds=1),
+        "events_received": SESSION_EVENTS_RECEIVED, "events_committed": SESSION_EVENTS_RECEIVED, "quarantined": 0,
+        "frames_received": 40, "reconnects": 1,
+    }
+    session["updated_at"] = session["disconnected_at"]
+    _write(pl.DataFrame([session]), COLLECTOR_SESSIONS,
+           destination / "collector_sessions" / f"date={session['connected_at']:%Y-%m-%d}",
+           f"session-{SESSION_ID}-scenario.parquet")
     _write(scenario_states, STATES, destination / "states" / f"date={date}", SCENARIO_FILE)
 
     base = states.filter(pl.col("entity_id") == "sensor.house_power").row(0, named=True)
@@ -150,4 +174,4 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
     quarantine = pl.DataFrame([{"home": base["home"], "received_at": _at(date, "17:25:00"), "stage": "frame",
                                 "reason": "not JSON", "raw": "{not json"}])
     _write(quarantine, QUARANTINE, destination / "quarantine" / f"date={date}", SCENARIO_FILE)
-    return Scenario(lake=destination, date=date, previous_date=previous, lag=lag)
+    return Scenario(lake=destination, date=date, previous_date=previous, lag=lag, session=session)

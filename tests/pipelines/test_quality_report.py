@@ -3,8 +3,10 @@ and its schedule."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +14,7 @@ import duckdb
 import pytest
 
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
+from ha_ingestor_pipelines.defs.graphs.assets import automation_graph_tables
 from ha_ingestor_pipelines.defs.quality import assets
 from ha_ingestor_pipelines.defs.quality.schedules import daily_quality_report
 
@@ -28,6 +31,8 @@ def scenario(fixture_lake, tmp_path_factory) -> quality_scenario.Scenario:
 
 @pytest.fixture(scope="module")
 def report(scenario) -> dict:
+    graph = dg.materialize([automation_graph_tables], resources={"lake": LakeResource(root=str(scenario.lake))})
+    assert graph.success
     config = assets.QualityReportConfig(silent_after_hours=SILENT_AFTER_HOURS, gap_minutes=GAP_MINUTES)
     result = dg.materialize([assets.validation, assets.quality_report], partition_key=scenario.date,
                             resources={"lake": LakeResource(root=str(scenario.lake))},
@@ -124,6 +129,53 @@ def test_completeness(report, sql, scenario):
     # the scenario's backfilled changes after the capture: 3 °F readings, 3 unavailable/recovered, 2 late
     assert c["gaps"][-1]["backfill_rows"] == 8
     assert c["coverage_share"] == pytest.approx(1 - sum(g[2] for g in gaps) / 86400, abs=1e-6)
+
+
+def test_completeness_against_the_collectors_own_counters(report, sql, scenario):
+    c = report["completeness"]["collector"]
+    lake, date = scenario.lake, scenario.date
+    [(collector_id, connected_at, disconnected_at)] = sql.execute(
+        "SELECT collector_id, connected_at, disconnected_at "
+        f"FROM read_parquet('{lake}/collector_sessions/*/*.parquet') WHERE collector_id <> 'scenario'").fetchall()
+
+    def received(table: str, collector: str, start, end, where: str = "true") -> int:
+        return _one(sql, f"SELECT count(*) FROM read_parquet('{lake}/{table}/*/part-*-{collector}.parquet') "
+                         f"WHERE received_at BETWEEN '{start}' AND '{end}' AND {where}")
+
+    sessions = {s["collector_id"]: s for s in c["sessions"]}
+    assert list(sessions) == [collector_id, "scenario"] and c["sessions_recorded"]
+    # the real collector's session: everything it counted is in the lake, the whole recording on this day
+    real = sessions[collector_id]
+    events = received("events", collector_id, connected_at, disconnected_at)
+    assert real["events_received"] == real["events_committed"] == real["events_in_lake"] == events == 10052
+    assert (real["events_not_in_lake"], real["day_events"], real["closed"]) == (0, 10052, True)
+    assert real["quarantined"] == real["quarantine_rows_in_lake"] == 0
+    assert real["backfill_rows"] == real["backfill_rows_in_lake"] == received(
+        "states", collector_id, connected_at, disconnected_at, "source = 'backfill'")
+    # the scenario's session: its 9 backfilled rows are in the lake, the 2 events it claims are not
+    claimed = sessions["scenario"]
+    assert (claimed["events_received"], claimed["events_in_lake"], claimed["events_not_in_lake"]) == (2, 0, 2)
+    window = scenario.session["connected_at"], scenario.session["disconnected_at"]
+    assert claimed["backfill_rows"] == claimed["backfill_rows_in_lake"] == received(
+        "states", "scenario", *window, "source = 'backfill'") == 9
+    assert claimed["day_events"] == received("events", "scenario", *window) == 0
+    assert c["totals"]["events_received"] - c["totals"]["events_in_lake"] == 2
+    # the day's events from no session: the broken ones (a writer without sessions) and the scenario's copy of
+    # the first event (received before the scenario's session)
+    assert c["day_events_without_session"] == [
+        {"collector_id": "broken", "events": 4, "collector_has_sessions": False},
+        {"collector_id": "scenario", "events": 1, "collector_has_sessions": True}]
+    # the one recorded gap (the real session was a first start: no gap), with the validated backfilled rows in it
+    gap_start = scenario.session["gap_start"]
+    inside = _one(sql, f"SELECT count(*) FROM valid_states WHERE source = 'backfill' AND last_updated > "
+                       f"'{gap_start.isoformat()}' AND last_updated < '{date} 23:30:00+00'")
+    assert c["gaps"] == [{
+        "collector_id": "scenario", "session_id": 1, "start": gap_start.isoformat(),
+        "end": f"{date}T23:30:00+00:00",
+        "seconds": pytest.approx((dt.datetime.fromisoformat(f"{date}T23:30:00+00:00") - gap_start).total_seconds()),
+        "backfill_from": (gap_start - dt.timedelta(seconds=60)).isoformat(), "backfill_rows": 9,
+        "backfill_rows_validated_in_day": inside}]
+    assert inside == 8  # 3 °F readings, 3 unavailable/recovered, 2 late: the out-of-order row is before the gap
 
 
 STATE_RULES_IN_SQL = ("entity_id_format", "domain_matches_entity_id", "last_changed_not_after_last_updated",
@@ -229,8 +281,41 @@ def test_the_page_reads_well(report, scenario):
     assert page.startswith("<!doctype html>") and "<script" not in page
     for text in ("Data quality · maple_house · 2026-11-26", "Events per type", "Completeness", "Validation",
                  "Duplicates and late data", "Entities gone silent", "Unavailable time per entity",
-                 "<code>attributes_json_object</code>", "sensor.outside_temperature", "17 h 22 min", "10,057"):
+                 "<code>attributes_json_object</code>", "sensor.outside_temperature", "17 h 22 min", "10,057",
+                 "The collector's own counters", "10,052 / 10,052 / 10,052", "2 / 2 / 0", "9 / 9",
+                 "Gaps the collector recorded", "<code>broken</code>", "Automation graph"):
         assert text in page, text
+
+
+def test_the_page_embeds_the_automation_graph(report, scenario):
+    page = (scenario.lake / "reports" / "quality" / f"date={scenario.date}" / "report.html").read_text()
+    picture = scenario.lake / "derived" / "automation_graph_nodes" / "automation_graph.png"
+    assert report["automation_graph"]["png"] == "derived/automation_graph_nodes/automation_graph.png"
+    assert report["automation_graph"]["exists"] is True
+    embedded = page.split('<img alt="automation graph" src="data:image/png;base64,', 1)[1].split('"', 1)[0]
+    assert base64.b64decode(embedded) == picture.read_bytes()
+    assert picture.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_lake_without_session_records_or_graph_says_so(fixture_lake, tmp_path):
+    """A lake written by a collector older than collector_sessions, with no automation graph drawn yet."""
+    lake = tmp_path / "lake"
+    shutil.copytree(fixture_lake, lake)
+    shutil.rmtree(lake / "collector_sessions")
+    [date] = LakeResource(root=str(lake)).raw_dates("events")
+    result = dg.materialize([assets.validation, assets.quality_report], partition_key=date,
+                            resources={"lake": LakeResource(root=str(lake))})
+    assert result.success
+    directory = lake / "reports" / "quality" / f"date={date}"
+    figures = json.loads((directory / "report.json").read_text())
+    collector = figures["completeness"]["collector"]
+    assert (collector["sessions_recorded"], collector["sessions"], collector["gaps"]) == (False, [], [])
+    [writer] = collector["day_events_without_session"]
+    assert (writer["events"], writer["collector_has_sessions"]) == (10052, False)
+    assert figures["automation_graph"]["exists"] is False
+    page = (directory / "report.html").read_text()
+    assert "No session record exists for this day" in page
+    assert "The picture does not exist yet" in page and "<img" not in page
 
 
 def test_a_rerun_writes_the_same_report(report, scenario):
@@ -277,3 +362,6 @@ def test_a_day_with_one_state_and_no_events(report, scenario):
                                        "unavailable_seconds": 3600.0, "became_unavailable": 1,
                                        "share_of_day": round(3600 / 86400, 6)}]
     assert figures["silence"]["entities_seen"] == 1
+    # no collector session touched that day: the report says so
+    assert figures["completeness"]["collector"]["sessions_recorded"] is False
+    assert figures["completeness"]["collector"]["totals"]["events_received"] == 0

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PART_NAME = re.compile(r"^part-(\d+)-(\d+)-([A-Za-z0-9_]+)\.parquet$")
+# the collector id at the end of a part file's path (for readers that match paths, e.g. polars' str.extract)
+COLLECTOR_OF_PART_PATH = r"part-\d+-\d+-([A-Za-z0-9_]+)\.parquet$"
 
 
 @dataclass(frozen=True, order=True)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from ha_ingestor_live.lake_schema import SCHEMAS
+from ha_ingestor_live.lake_schema import COLLECTOR_SESSIONS, SCHEMAS
+from ha_ingestor_live.session_log import TABLE as SESSIONS_TABLE
 
-from .lake_files import live_files
+from .lake_files import COLLECTOR_OF_PART_PATH, live_files
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -38,6 +40,24 @@ class LakeResource(dg.ConfigurableResource):
         files = self.raw_files(location, date)
         if not files:
             return pl.LazyFrame(schema=pl.Schema(pl.from_arrow(SCHEMAS[location.split("/")[0]].empty_table()).schema))
+        return pl.scan_parquet(files)
+
+    def scan_raw_by_collector(self, location: str, dates: Iterable[str]) -> pl.LazyFrame:
+        """Several days of a raw table with a ``collector_id`` column: the collector that wrote each row, from
+        its file's name (``part-<first>-<last>-<collector_id>.parquet``)."""
+        files = [path for date in sorted(set(dates)) for path in self.raw_files(location, date)]
+        if not files:
+            return self.scan_raw(location, "1970-01-01").with_columns(pl.lit(None, pl.String).alias("collector_id"))
+        return (pl.scan_parquet(files, include_file_paths="file")
+                .with_columns(pl.col("file").str.extract(COLLECTOR_OF_PART_PATH, 1).alias("collector_id"))
+                .drop("file"))
+
+    def scan_collector_sessions(self) -> pl.LazyFrame:
+        """Every row of ``collector_sessions`` (one per collector session; one file each, replaced atomically
+        while its session runs); an empty frame of the contract's schema when there is none."""
+        files = sorted((self.path / SESSIONS_TABLE).glob("date=*/session-*.parquet"))
+        if not files:
+            return pl.LazyFrame(schema=pl.Schema(pl.from_arrow(COLLECTOR_SESSIONS.empty_table()).schema))
         return pl.scan_parquet(files)
 
     def raw_dates(self, location: str) -> list[str]:

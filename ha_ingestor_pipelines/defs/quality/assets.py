@@ -6,14 +6,16 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from ..common.lake_keys import LAKE_EVENTS, LAKE_QUARANTINE, LAKE_REGISTRY, LAKE_STATES
+from ..common.lake_keys import LAKE_COLLECTOR_SESSIONS, LAKE_EVENTS, LAKE_QUARANTINE, LAKE_REGISTRY, LAKE_STATES
 from ..common.lake_resource import LakeResource
 from ..common.partitions import daily_partitions
-from .report_figures import ReportInputs, ReportParameters, quality_figures
+from ..graphs.assets import AUTOMATION_NODES, GRAPH_PICTURE
+from .report_figures import ReportInputs, ReportParameters, quality_figures, session_days, sessions_of_day
 from .report_html import render_html
 from .rules import DUPLICATE_RULE
 from .validation import EVENTS, QUARANTINE_SCHEMA, STATES, split_with_fallback
@@ -131,6 +133,16 @@ def report_inputs(lake: LakeResource, date: str, lookback_days: int) -> ReportIn
     earlier = [lake.scan_raw("states", d).select(history_columns) for d in earlier_days]
     earlier_states = pl.concat([none_earlier, *earlier]).filter(pl.col("entity_id").is_not_null()
                                                & pl.col("last_updated").is_not_null())
+    collector_sessions = lake.scan_collector_sessions()
+    day_receipts = pl.concat([lake.scan_raw_by_collector(table, [date])
+                              .select(pl.lit(table).alias("table"), "collector_id", "received_at")
+                              for table in ("events", "states", "quarantine")])
+    days = session_days(sessions_of_day(collector_sessions, day_receipts, date).collect(), date)
+
+    def receipts(table: str, rows: pl.Expr | None = None) -> pl.LazyFrame:
+        frame = lake.scan_raw_by_collector(table, days[table])
+        return (frame if rows is None else frame.filter(rows)).select("collector_id", "received_at")
+
     return ReportInputs(
         date=date,
         raw_events=lake.scan_raw("events", date),
@@ -141,7 +153,24 @@ def report_inputs(lake: LakeResource, date: str, lookback_days: int) -> ReportIn
         validated_states=_scan_derived_day(lake, VALIDATED_STATES.path[-1], date),
         validation_quarantine=_scan_derived_day(lake, VALIDATION_QUARANTINE.path[-1], date),
         earlier_states=earlier_states,
+        collector_sessions=collector_sessions,
+        day_receipts=day_receipts,
+        session_events=receipts("events"),
+        session_quarantine=receipts("quarantine"),
+        session_backfill=receipts("states", pl.col("source") == "backfill"),
     )
+
+
+def automation_graph_picture(lake: LakeResource) -> tuple[dict[str, Any], bytes | None]:
+    """The automation graph's PNG as the graphs asset last drew it: (what the JSON says about it, its bytes or
+    None when it was not drawn yet)."""
+    path = lake.path / "derived" / AUTOMATION_NODES.path[-1] / GRAPH_PICTURE
+    try:
+        picture = path.read_bytes()
+    except FileNotFoundError:
+        return {"png": str(path.relative_to(lake.path)), "exists": False, "drawn_at": None}, None
+    drawn_at = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).isoformat()
+    return {"png": str(path.relative_to(lake.path)), "exists": True, "drawn_at": drawn_at}, picture
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -153,7 +182,7 @@ def _write_atomically(path: Path, text: str) -> None:
 @dg.asset(
     key=QUALITY_REPORT,
     deps=[VALIDATED_EVENTS, VALIDATED_STATES, VALIDATION_QUARANTINE, LAKE_EVENTS, LAKE_STATES, LAKE_QUARANTINE,
-          LAKE_REGISTRY],
+          LAKE_REGISTRY, LAKE_COLLECTOR_SESSIONS, AUTOMATION_NODES],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     group_name=GROUP,
@@ -162,16 +191,19 @@ def _write_atomically(path: Path, text: str) -> None:
 def quality_report(context: dg.AssetExecutionContext, config: QualityReportConfig,
                    lake: LakeResource) -> dg.MaterializeResult:
     """The day's data quality report, ``<lake>/reports/quality/date=D/report.html`` and ``report.json``: events
-    per type, completeness, validation pass rate per rule, duplicates, late data, silent entities and
-    unavailable time, from the raw lake and the validation assets."""
+    per type, completeness (also against the collector's own session records), validation pass rate per
+    rule, duplicates, late data, silent entities and unavailable time, from the raw lake and the validation
+    assets; and the automation graph's picture (``derived/automation_graph_nodes/automation_graph.png``),
+    embedded in the page."""
     date = context.partition_key
     parameters = ReportParameters(silent_after_hours=config.silent_after_hours, gap_minutes=config.gap_minutes,
                                   lookback_days=config.lookback_days)
     figures = quality_figures(report_inputs(lake, date, config.lookback_days), parameters)
+    figures["automation_graph"], picture = automation_graph_picture(lake)
     directory = report_dir(lake, date)
     directory.mkdir(parents=True, exist_ok=True)
     _write_atomically(directory / "report.json", json.dumps(figures, indent=1, ensure_ascii=False))
-    _write_atomically(directory / "report.html", render_html(figures))
+    _write_atomically(directory / "report.html", render_html(figures, picture))
     states = figures["validation"]["states"]
     return dg.MaterializeResult(metadata={
         "html": dg.MetadataValue.path(str(directory / "report.html")),
@@ -181,6 +213,9 @@ def quality_report(context: dg.AssetExecutionContext, config: QualityReportConfi
         "state_pass_rate": states["pass_rate"],
         "duplicates_removed": figures["duplicates_removed"]["states"] + figures["duplicates_removed"]["events"],
         "gaps": len(figures["completeness"]["gaps"]),
+        "collector_sessions": len(figures["completeness"]["collector"]["sessions"]),
+        "events_received_not_in_lake": figures["completeness"]["collector"]["totals"]["events_received"]
+        - figures["completeness"]["collector"]["totals"]["events_in_lake"],
         "coverage_share": figures["completeness"]["coverage_share"],
         "silent_entities": len(figures["silence"]["silent"]),
         "entities_with_unavailable_time": len(figures["unavailable"]),

@@ -3,14 +3,25 @@
 Where each figure comes from:
 
 - events per type: the raw ``events`` table of the day (what the collector landed).
-- completeness: the collector keeps its counters in memory (Prometheus), not in the lake, so the
-  report derives them from what the collector wrote: ``state_changed`` events against the live
-  state rows that carry their ``event_id``; connections from the ``registry/core_config`` snapshots
-  (one per connect); ``snapshot`` and ``backfill`` state rows (backfill rows are what HA's history
-  gave back for a gap); the collector's own ``quarantine`` rows by stage; and gaps, i.e. silences
-  in the event stream longer than ``gap_minutes`` (HA fires ``recorder_5min_statistics_generated``
-  every 5 minutes, so a live subscription is never silent much longer than that), with the
-  validated backfilled state rows that fall inside each gap.
+- completeness, from the lake: ``state_changed`` events against the live state rows that carry
+  their ``event_id``; connections from the ``registry/core_config`` snapshots (one per connect);
+  ``snapshot`` and ``backfill`` state rows (backfill rows are what HA's history gave back for a
+  gap); the collector's own ``quarantine`` rows by stage; and gaps, i.e. silences in the event
+  stream longer than ``gap_minutes`` (HA fires ``recorder_5min_statistics_generated`` every 5
+  minutes, so a live subscription is never silent much longer than that), with the validated
+  backfilled state rows that fall inside each gap.
+- completeness against the collector's own counters: its ``collector_sessions`` rows. The day's
+  sessions are those connected during the day (collector clock) and those that received any of the
+  day's event, state or quarantine rows (so a session that reconnected the next day and backfilled
+  this one counts too). A row belongs to a session when the file it is in was written by the
+  session's collector and its ``received_at`` lies between the session's ``connected_at`` and its end
+  (``disconnected_at``; for a session never closed, the next session's ``connected_at``). Per session:
+  events received and committed against its ``events`` rows in the lake, ``quarantined`` against its
+  ``quarantine`` rows, ``backfill_rows`` against its ``source = 'backfill'`` state rows, over every
+  day its rows fall in; the day's events that no session record accounts for, per collector (lakes
+  written by collectors older than ``collector_sessions``); and the gap records (``gap_start`` to
+  ``gap_end``, on HA's clock) that overlap the day, with the backfilled state rows of the day validated
+  inside each.
 - validation: input, validated and quarantined rows per table, and failing rows and pass rate per
   rule, from ``derived/validation_quarantine``.
 - duplicates removed: quarantined rows whose rule is ``duplicate``.
@@ -50,6 +61,15 @@ class ReportInputs:
     validation_quarantine: pl.LazyFrame
     # (home, entity_id, last_updated, state) rows of the days before ``date`` within the lookback
     earlier_states: pl.LazyFrame
+    # every collector_sessions row, and (table, collector_id, received_at) of the day's events, states and
+    # quarantine rows
+    collector_sessions: pl.LazyFrame
+    day_receipts: pl.LazyFrame
+    # (collector_id, received_at) of the rows the day's sessions may account for, over the days given by
+    # ``session_days``: events, quarantine rows, and states with source = 'backfill'
+    session_events: pl.LazyFrame
+    session_quarantine: pl.LazyFrame
+    session_backfill: pl.LazyFrame
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,10 @@ def events_per_type(raw_events: pl.LazyFrame) -> list[dict[str, Any]]:
     return _rows(counts.collect())
 
 
+def validated_backfill_times(validated_states: pl.LazyFrame) -> pl.Series:
+    return validated_states.filter(pl.col("source") == "backfill").select("last_updated").collect().to_series()
+
+
 def event_stream_gaps(raw_events: pl.LazyFrame, validated_states: pl.LazyFrame, date: str,
                       gap_minutes: float) -> list[dict[str, Any]]:
     """Silences longer than ``gap_minutes`` between consecutive events of the day, day edges included, with
@@ -91,8 +115,7 @@ def event_stream_gaps(raw_events: pl.LazyFrame, validated_states: pl.LazyFrame, 
     gaps = (times.select(pl.col("t").alias("start"), pl.col("t").shift(-1).alias("end"))
             .filter((pl.col("end") - pl.col("start")) > dt.timedelta(minutes=gap_minutes))
             .collect())
-    backfill_times = (validated_states.filter(pl.col("source") == "backfill").select("last_updated")
-                      .collect().to_series())
+    backfill_times = validated_backfill_times(validated_states)
     return [{
         "start": _iso(gap_start), "end": _iso(gap_end),
         "seconds": round((gap_end - gap_start).total_seconds(), 6),
@@ -126,6 +149,118 @@ def completeness(inputs: ReportInputs, gap_minutes: float) -> dict[str, Any]:
         "gap_seconds_total": round(gap_seconds, 6),
         "coverage_share": round(1 - gap_seconds / 86400, 6),
         "backfill_rows_in_gaps": sum(gap["backfill_rows"] for gap in gaps),
+        "collector": collector_counters(inputs, validated_backfill_times(inputs.validated_states)),
+    }
+
+
+def _with_windows(sessions: pl.LazyFrame) -> pl.LazyFrame:
+    """Sessions with ``window_end``: when their rows stop (``disconnected_at``, or for a session never closed
+    the next session of its collector; null for the newest open one)."""
+    return (sessions.sort("connected_at")
+            .with_columns(pl.coalesce(pl.col("disconnected_at"),
+                                      pl.col("connected_at").shift(-1).over("collector_id")).alias("window_end")))
+
+
+def attribute_to_sessions(rows: pl.LazyFrame, sessions: pl.LazyFrame) -> pl.LazyFrame:
+    """``rows`` (with ``collector_id``, ``received_at``) plus the ``session_id`` of the session that received
+    each: same collector, received between ``connected_at`` and ``window_end`` (null when none did)."""
+    windows = sessions.select("collector_id", "session_id", "connected_at", "window_end").sort("connected_at")
+    in_window = pl.col("window_end").is_null() | (pl.col("received_at") <= pl.col("window_end"))
+    return (rows.sort("received_at")
+            .join_asof(windows, left_on="received_at", right_on="connected_at", by="collector_id",
+                       strategy="backward", check_sortedness=False)  # both sorted just above
+            .with_columns(pl.when(in_window).then(pl.col("session_id")).alias("session_id"))
+            .drop("connected_at", "window_end"))
+
+
+def sessions_of_day(collector_sessions: pl.LazyFrame, day_receipts: pl.LazyFrame, date: str) -> pl.LazyFrame:
+    """The sessions that concern the day (module docstring), with their ``window_end``, in connect order."""
+    start, end = day_bounds(date)
+    sessions = _with_windows(collector_sessions)
+    delivered = (attribute_to_sessions(day_receipts.select("collector_id", "received_at"), sessions)
+                 .filter(pl.col("session_id").is_not_null())
+                 .select("collector_id", "session_id").unique().with_columns(pl.lit(True).alias("delivered")))
+    connected_that_day = (pl.col("connected_at") < end) & (pl.coalesce("disconnected_at", "updated_at") >= start)
+    return (sessions.join(delivered, on=["collector_id", "session_id"], how="left")
+            .filter(connected_that_day | pl.col("delivered").fill_null(False))
+            .drop("delivered").sort("connected_at"))
+
+
+def _days(first: dt.datetime, last: dt.datetime) -> list[str]:
+    first_day, last_day = first.date() - dt.timedelta(days=1), last.date() + dt.timedelta(days=1)
+    return [(first_day + dt.timedelta(days=n)).isoformat() for n in range((last_day - first_day).days + 1)]
+
+
+def session_days(sessions: pl.DataFrame, date: str) -> dict[str, list[str]]:
+    """The days (``date=`` partitions, a day of margin each side) that may hold the sessions' rows: events by
+    HA's ``time_fired`` (first to last event), quarantine by ``received_at`` (connect to end), backfilled
+    states by ``last_updated`` (backfill start to the newest event)."""
+    days: dict[str, set[str]] = {"events": {date}, "quarantine": {date}, "states": {date}}
+    for s in sessions.iter_rows(named=True):
+        first_event = s["gap_end"] or s["connected_at"]
+        newest = max(t for t in (first_event, s["last_event_time"]) if t is not None)
+        if s["last_event_time"] is not None:
+            days["events"].update(_days(first_event, s["last_event_time"]))
+        days["quarantine"].update(_days(s["connected_at"], s["window_end"] or s["updated_at"]))
+        if s["backfill_from"] is not None:
+            days["states"].update(_days(s["backfill_from"], max(newest, s["backfill_from"])))
+    return {table: sorted(dates) for table, dates in days.items()}
+
+
+def _rows_per_session(rows: pl.LazyFrame, sessions: pl.LazyFrame, name: str) -> pl.LazyFrame:
+    return (attribute_to_sessions(rows.select("collector_id", "received_at"), sessions)
+            .filter(pl.col("session_id").is_not_null())
+            .group_by("collector_id", "session_id").agg(pl.len().cast(pl.Int64).alias(name)))
+
+
+SESSION_TOTALS = ("events_received", "events_committed", "events_in_lake", "quarantined", "quarantine_rows_in_lake",
+                  "backfill_rows", "backfill_rows_in_lake", "day_events")
+
+
+def collector_counters(inputs: ReportInputs, validated_backfill: pl.Series) -> dict[str, Any]:
+    """The collector's own counters of the day's sessions against the lake, and its gap records."""
+    start, end = day_bounds(inputs.date)
+    sessions = sessions_of_day(inputs.collector_sessions, inputs.day_receipts, inputs.date)
+    keys = ["collector_id", "session_id"]
+    day_events = inputs.day_receipts.filter(pl.col("table") == "events")
+    per_session = sessions
+    lake_rows = {"events_in_lake": inputs.session_events, "quarantine_rows_in_lake": inputs.session_quarantine,
+                 "backfill_rows_in_lake": inputs.session_backfill, "day_events": day_events}
+    for name, rows in lake_rows.items():
+        per_session = per_session.join(_rows_per_session(rows, sessions, name), on=keys, how="left")
+    per_session = (per_session
+                   .with_columns(pl.col(*lake_rows).fill_null(0),
+                                 pl.col("disconnected_at").is_not_null().alias("closed"))
+                   .with_columns((pl.col("events_received") - pl.col("events_in_lake")).alias("events_not_in_lake"))
+                   .select("collector_id", "session_id", "home", "ha_version", "connected_at", "disconnected_at",
+                           "disconnect_reason", "closed", "updated_at", "events_received", "events_committed",
+                           "events_in_lake", "events_not_in_lake", "quarantined", "quarantine_rows_in_lake",
+                           "backfill_rows", "backfill_rows_in_lake", "frames_received", "reconnects", "day_events",
+                           "gap_start", "gap_end", "backfill_from")
+                   .sort("connected_at")
+                   .collect())
+    known_collectors = set(inputs.collector_sessions.select("collector_id").unique().collect().to_series().to_list())
+    unaccounted = (attribute_to_sessions(day_events.select("collector_id", "received_at"), _with_windows(
+                       inputs.collector_sessions))
+                   .filter(pl.col("session_id").is_null())
+                   .group_by("collector_id").agg(pl.len().alias("events")).sort("collector_id").collect())
+    gaps = per_session.filter(pl.col("gap_start").is_not_null() & (pl.col("gap_start") < end)
+                              & (pl.col("gap_end") > start))
+    return {
+        "sessions_recorded": per_session.height > 0,
+        "sessions": _rows(per_session.drop("gap_start", "gap_end", "backfill_from")),
+        "totals": {name: int(per_session[name].sum()) for name in SESSION_TOTALS},
+        "day_events_without_session": [{"collector_id": collector_id, "events": n,
+                                         "collector_has_sessions": collector_id in known_collectors}
+                                        for collector_id, n in unaccounted.iter_rows()],
+        "gaps": [{
+            "collector_id": g["collector_id"], "session_id": g["session_id"],
+            "start": _iso(g["gap_start"]), "end": _iso(g["gap_end"]),
+            "seconds": round((g["gap_end"] - g["gap_start"]).total_seconds(), 6),
+            "backfill_from": _iso(g["backfill_from"]), "backfill_rows": g["backfill_rows"],
+            "backfill_rows_validated_in_day": int(((validated_backfill > g["gap_start"])
+                                                   & (validated_backfill < g["gap_end"])).sum()),
+        } for g in gaps.iter_rows(named=True)],
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from html import escape
 from typing import Any
 
@@ -32,6 +33,9 @@ tr.fail td { background: #fff4f2; }
 code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; background: #eef2f8; padding: 1px 4px;
        border-radius: 3px; word-break: break-all; }
 .two { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
+figure { margin: 8px 0; background: #fff; border-radius: 8px; padding: 8px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
+figcaption { color: #5b6577; font-size: 12px; margin-top: 4px; }
 """
 
 
@@ -105,12 +109,22 @@ def _summary(report: dict[str, Any]) -> str:
         _card("duplicates removed", _n(dups["events"] + dups["states"]), "warn" if dups["states"] else ""),
         _card("day covered by the live stream", _pct(completeness["coverage_share"]),
               "good" if completeness["coverage_share"] > 0.99 else "warn"),
+        _collector_card(completeness["collector"]),
         _card("gaps in the event stream", _n(len(completeness["gaps"])), "warn" if completeness["gaps"] else "good"),
         _card(f'entities silent > {_n(report["silence"]["silent_after_hours"])} h', _n(silent),
               "warn" if silent else "good"),
         _card("entities with unavailable time", _n(len(report["unavailable"])),
               "warn" if report["unavailable"] else "good"),
     ]) + "</div>"
+
+
+def _collector_card(collector: dict[str, Any]) -> str:
+    if not collector["sessions_recorded"]:
+        return _card("events received by the collector in the lake", "no session record", "warn")
+    totals = collector["totals"]
+    missing = totals["events_received"] - totals["events_in_lake"]
+    return _card("events received by the collector in the lake",
+                 f'{_n(totals["events_in_lake"])} / {_n(totals["events_received"])}', "bad" if missing else "good")
 
 
 def _events(report: dict[str, Any]) -> str:
@@ -141,12 +155,58 @@ def _completeness(report: dict[str, Any]) -> str:
     gaps = _table(["gap from", "to", "length", "backfilled state rows"],
                   [[_time(g["start"]), _time(g["end"]), _duration(g["seconds"]), _n(g["backfill_rows"])]
                    for g in c["gaps"]], numeric={2, 3})
-    note = ("The collector's counters live in its process; these figures are derived from what it wrote to the "
-            "lake. A gap is a silence in the event stream longer than the threshold: Home Assistant fires an event "
+    note = ("The first figures are derived from the lake alone; the collector's own counters and gap records follow "
+            "below. A gap is a silence in the event stream longer than the threshold: Home Assistant fires an event "
             "at least every 5 minutes while its recorder runs. The state changes of a gap come back from HA's "
             "history as backfilled rows; other events of a gap are lost for good.")
-    return _section("completeness", "Completeness", note) + _table(["", ""], facts, numeric={1}) + \
-        "<h3>Gaps</h3>" + gaps
+    return (_section("completeness", "Completeness", note) + _table(["", ""], facts, numeric={1})
+            + "<h3>Gaps in the event stream (silences)</h3>" + gaps + _collector_sessions(c["collector"]))
+
+
+def _collector_sessions(collector: dict[str, Any]) -> str:
+    """The collector's own counters per session against the lake, its gap records, and the day's events no
+    session record accounts for."""
+    unaccounted = collector["day_events_without_session"]
+    without = ""
+    if unaccounted:
+        without = "<h3>Events of this day that no session record accounts for</h3>" + _table(
+            ["written by collector", "events", ""],
+            [[f"<code>{escape(str(u['collector_id']))}</code>", _n(u["events"]),
+              "received outside its recorded sessions" if u["collector_has_sessions"]
+              else "this collector recorded no sessions (older than <code>collector_sessions</code>?)"]
+             for u in unaccounted], numeric={1})
+    if not collector["sessions_recorded"]:
+        return ("<h3>The collector's own counters</h3><p class=\"note\"><strong>No session record exists for this "
+                "day</strong>: the collector that wrote it did not record its sessions in "
+                "<code>collector_sessions/</code> (a collector older than that table), or was not running. The "
+                "figures above come from the lake alone.</p>" + without)
+    sessions = collector["sessions"]
+    rows, classes = [], []
+    for s in sessions:
+        ended = _time(s["disconnected_at"]) if s["closed"] else "open (running, or killed) · row of " + _time(
+            s["updated_at"])
+        mismatch = (s["events_received"] != s["events_in_lake"] or s["quarantined"] != s["quarantine_rows_in_lake"]
+                    or s["backfill_rows"] != s["backfill_rows_in_lake"])
+        rows.append([f"<code>{escape(s['collector_id'])}</code> {_time(s['connected_at'])} → {ended}"
+                     + (f"<br><small>{escape(s['disconnect_reason'])}</small>" if s["disconnect_reason"] else ""),
+                     f"{_n(s['events_received'])} / {_n(s['events_committed'])} / {_n(s['events_in_lake'])}",
+                     f"{_n(s['quarantined'])} / {_n(s['quarantine_rows_in_lake'])}",
+                     f"{_n(s['backfill_rows'])} / {_n(s['backfill_rows_in_lake'])}",
+                     _n(s["frames_received"]), _n(s["day_events"])])
+        classes.append("fail" if mismatch and s["closed"] else "")
+    table = _table(["session (collector, connected → disconnected)", "events received / committed / in the lake",
+                    "quarantined / in the lake", "backfilled states / in the lake", "frames", "events of this day"],
+                   rows, numeric={1, 2, 3, 4, 5}, row_classes=classes)
+    gaps = _table(["gap from (last event seen)", "to (first event after)", "length", "history asked from",
+                   "state rows HA's history returned", "of them validated, in this day"],
+                  [[_time(g["start"]), _time(g["end"]), _duration(g["seconds"]), _time(g["backfill_from"]),
+                    _n(g["backfill_rows"]), _n(g["backfill_rows_validated_in_day"])] for g in collector["gaps"]],
+                  numeric={2, 4, 5})
+    note = ("From the collector's own record of each connection (<code>collector_sessions/</code>): what it counted "
+            "against the rows of the lake it received in that session (every day they fall in). On a closed session "
+            "the figures match; an open one was last recorded at most a minute before it stopped.")
+    return ("<h3>The collector's own counters</h3>" + f'<p class="note">{note}</p>' + table + without
+            + "<h3>Gaps the collector recorded (reconnects and restarts)</h3>" + gaps)
 
 
 def _validation_table(title: str, summary: dict[str, Any]) -> str:
@@ -223,8 +283,23 @@ def _unavailable(report: dict[str, Any]) -> str:
                       for r in rows[:MAX_LISTED]], numeric={1, 2, 4}))
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """The report (from ``report_figures.quality_figures``) as a page a person reads top to bottom."""
+def _automation_graph(report: dict[str, Any], picture: bytes | None) -> str:
+    graph = report.get("automation_graph") or {"png": None, "exists": False, "drawn_at": None}
+    if picture is None:
+        return _section("automation-graph", "Automation graph",
+                        f"The picture does not exist yet: <code>{escape(str(graph['png']))}</code> is drawn by the "
+                        "<code>derived/automation_graph_nodes</code> asset, which has not run on this lake.")
+    data = base64.b64encode(picture).decode("ascii")
+    return (_section("automation-graph", "Automation graph")
+            + f'<figure><img alt="automation graph" src="data:image/png;base64,{data}">'
+            f"<figcaption>Triggers, actions, script calls and fired events of every automation and script (members of "
+            f"a cycle in red), as last drawn {_time(graph['drawn_at'])} from all days of the lake: "
+            f"<code>{escape(str(graph['png']))}</code>.</figcaption></figure>")
+
+
+def render_html(report: dict[str, Any], picture: bytes | None = None) -> str:
+    """The report (from ``report_figures.quality_figures``) as a page a person reads top to bottom; ``picture`` is
+    the automation graph's PNG, embedded so the page stays one self-contained file."""
     homes = ", ".join(report["homes"]) or "no data"
     p = report["parameters"]
     return (
@@ -234,6 +309,6 @@ def render_html(report: dict[str, Any]) -> str:
         f"<p class=\"sub\">UTC day {escape(report['date'])}. Gap threshold {_n(p['gap_minutes'])} min, silence "
         f"threshold {_n(p['silent_after_hours'])} h, look-back {_n(p['lookback_days'])} days.</p>"
         + _summary(report) + _completeness(report) + _validation(report) + _duplicates_and_lateness(report)
-        + _events(report) + _silence(report) + _unavailable(report)
+        + _events(report) + _silence(report) + _unavailable(report) + _automation_graph(report, picture)
         + "</main></body></html>"
     )
