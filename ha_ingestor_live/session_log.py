@@ -90,10 +90,6 @@ class SessionRecord:
     last_event_time: dt.datetime | None = None
     counters: SessionCounters = field(default_factory=SessionCounters)
 
-    @property
-    def awaiting_first_event(self) -> bool:
-        return self.first_event_at is None
-
     def note_frame(self, frame: bytes) -> None:
         """Called for each received frame until the first event: its time ends the gap this session closed."""
         self.first_event_at = first_event_time(frame)
