@@ -9,7 +9,12 @@ import pytest
 
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 from ha_ingestor_pipelines.defs.quality import schemas
-from ha_ingestor_pipelines.defs.quality.typed_values import UNIT_CONVERSIONS, typed_values
+from ha_ingestor_pipelines.defs.quality.typed_values import (
+    UNIT_CONVERSIONS,
+    decode_attributes,
+    typed_values,
+    with_decoded_attributes,
+)
 from ha_ingestor_pipelines.defs.quality.validation import STATES, split_with_fallback
 
 
@@ -148,3 +153,17 @@ def test_units_convert_to_one_canonical_unit_per_quantity(states, entity_id, uni
 def test_typed_values_decodes_attributes_itself_when_given_none(states):
     on_its_own = typed_values(states.lazy()).collect()
     assert on_its_own.filter(pl.col("entity_id") == "sensor.house_power")["unit"].unique().to_list() == ["W"]
+
+
+def test_attributes_decoded_once_per_distinct_text_match_a_decode_of_every_row(states):
+    """Rows share attribute texts (HA repeats them), and some are null or not JSON objects."""
+    rows = pl.concat([states, states.head(50).with_columns(attributes=pl.lit(None, pl.String)),
+                      states.head(50).with_columns(attributes=pl.lit("[1, 2]"))])
+    assert rows["attributes"].n_unique() < rows.height / 2
+    is_object = pl.col("attributes").str.starts_with("{") & pl.col("attributes").str.ends_with("}")
+    for strict in (False, True):
+        every_row = rows.with_columns(
+            decode_attributes(pl.when(is_object).then(pl.col("attributes")), strict=strict).alias("decoded"))
+        once = with_decoded_attributes(rows.lazy(), "decoded", decodable=is_object, strict=strict).collect()
+        # the fields, as typed_values reads them (a row without text gets a null struct, not one of nulls)
+        assert once.unnest("decoded").equals(every_row.unnest("decoded"))

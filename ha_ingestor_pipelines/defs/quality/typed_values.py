@@ -38,6 +38,8 @@ SENTINEL_STATES = ("unknown", "unavailable")
 ATTRIBUTE_FIELDS = ("unit_of_measurement", "device_class", "has_date", "timestamp")
 ATTRIBUTES_DTYPE = pl.Struct({name: pl.String for name in ATTRIBUTE_FIELDS})
 
+_DECODED = "_decoded_attributes"
+
 _TOGGLE = ({"on"}, {"off"})
 _OPEN_CLOSED = ({"open", "opening", "closing"}, {"closed"})
 BOOLEAN_STATES: dict[str, tuple[set[str], set[str]]] = {
@@ -113,6 +115,21 @@ def decode_attributes(text: pl.Expr, *, strict: bool) -> pl.Expr:
     return pl.struct([text.str.json_path_match(f"$.{name}").alias(name) for name in ATTRIBUTE_FIELDS])
 
 
+def with_decoded_attributes(states: pl.LazyFrame, alias: str, *, decodable: pl.Expr | None = None,
+                            strict: bool = False) -> pl.LazyFrame:
+    """``states`` plus ``alias``: ``decode_attributes`` of its ``attributes`` where ``decodable`` (an
+    expression of ``attributes`` alone) holds.
+
+    Each distinct text is decoded once and joined back to its rows: HA repeats an entity's attributes
+    from one state to the next (its recorder stores each distinct set once), so a day holds far fewer
+    distinct texts than rows, and a hash join costs a fraction of parsing every row.
+    """
+    text = pl.col("attributes")
+    parse = text if decodable is None else pl.when(decodable).then(text)
+    distinct = states.select(text).unique().with_columns(decode_attributes(parse, strict=strict).alias(alias))
+    return states.join(distinct, on="attributes", how="left", maintain_order="left")
+
+
 def _boolean_lookup() -> dict[str, bool]:
     lookup: dict[str, bool] = {}
     for domain, (on_states, off_states) in BOOLEAN_STATES.items():
@@ -164,7 +181,7 @@ def typed_values(states: pl.LazyFrame, attributes: pl.Expr | None = None) -> pl.
     decoded here.
     """
     if attributes is None:
-        attributes = decode_attributes(pl.col("attributes"), strict=False)
+        return typed_values(with_decoded_attributes(states, _DECODED), pl.col(_DECODED)).drop(_DECODED)
     is_sentinel = pl.col("state").is_null() | pl.col("state").is_in(SENTINEL_STATES)
     value_num_normalized, unit_normalized = normalized_value()
     return (

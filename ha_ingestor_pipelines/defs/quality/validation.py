@@ -30,7 +30,7 @@ from .rules import (
     json_object_flag,
     passes_all,
 )
-from .typed_values import decode_attributes, typed_values
+from .typed_values import typed_values, with_decoded_attributes
 
 QUARANTINE_SCHEMA = pl.Schema({
     "table": pl.String,
@@ -85,15 +85,16 @@ def check_rows(raw: pl.LazyFrame, spec: TableSpec, *, strict_json: bool) -> pl.L
     """``raw`` plus ``_passes``: true where the row satisfies every rule of ``spec``.
 
     States also get the decoded attribute fields (``_attrs``) ``typed_values`` reads. With
-    ``strict_json=False`` the JSON rule looks only at the braces and one full decode per row proves
-    the rest: a brace-shaped text that is not JSON fails the whole query (polars names no row), and
+    ``strict_json=False`` the JSON rule looks only at the braces and one full decode per distinct text
+    proves the rest: a brace-shaped text that is not JSON fails the whole query (polars names no row), and
     the caller reruns with ``strict_json=True``, which tests each row on its own.
     """
     text = pl.col(spec.json_column)
     checked = raw.with_columns(json_object_flag(spec.json_column, strict=strict_json).alias(JSON_OBJECT_RULE_COLUMN))
     parse_input = pl.when(pl.col(JSON_OBJECT_RULE_COLUMN)).then(text)
     if spec.table == "states":
-        checked = checked.with_columns(decode_attributes(parse_input, strict=strict_json).alias(_ATTRIBUTES))
+        checked = with_decoded_attributes(checked, _ATTRIBUTES, strict=strict_json,
+                                          decodable=json_object_flag(spec.json_column, strict=strict_json))
     elif not strict_json:
         # an empty struct makes polars parse the whole text and keep nothing
         checked = checked.with_columns(
