@@ -185,8 +185,8 @@ def split_with_fallback(raw: pl.LazyFrame, spec: TableSpec, late_after: dt.timed
     """``split_day`` with the fast JSON test, or, when a text fails to parse, the per-row one."""
     try:
         day = split_day(raw, spec, strict_json=False, late_after=late_after)
-        validated, quarantine = pl.collect_all([day.validated, day.quarantine], engine="streaming")
+        validated, quarantine = pl.collect_all([day.validated, day.quarantine], engine="in-memory")
     except pl.exceptions.ComputeError:
         day = split_day(raw, spec, strict_json=True, late_after=late_after)
-        validated, quarantine = pl.collect_all([day.validated, day.quarantine], engine="streaming")
+        validated, quarantine = pl.collect_all([day.validated, day.quarantine], engine="in-memory")
     return validated, quarantine
