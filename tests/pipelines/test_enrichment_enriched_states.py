@@ -10,7 +10,8 @@ import pytest
 
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 from ha_ingestor_pipelines.defs.enrichment.assets import ENRICHED_STATES, ROWS_PRESERVED_CHECK, enriched_states
-from ha_ingestor_pipelines.defs.enrichment.logic import USAGE_DOMAINS
+from ha_ingestor_pipelines.defs.enrichment.logic import USAGE_DOMAINS, enrich_states
+from ha_ingestor_pipelines.defs.enrichment.tables import load_dimensions
 
 from .enrichment_materialize import materialize_enrichment
 
@@ -135,3 +136,24 @@ def test_rerun_gives_identical_partition(enriched_lake, enriched):
     assert result.success
     assert pl.read_parquet(path).equals(enriched)
     assert path.read_bytes() == before
+
+
+def test_previous_day_context_and_input_order(enriched_lake):
+    """Rows before a cut given as context feed the rows after it as if the day were whole; rows out of time
+    order (a raw day) come out the same as rows in order (a validated day)."""
+    lake, day, _ = enriched_lake
+    validated = pl.read_parquet(lake.derived_file("validated_states", day))
+    dims = load_dimensions(lake)
+    cut = validated["last_updated"][validated.height // 2]
+    earlier, later = validated.filter(pl.col("last_updated") < cut), validated.filter(pl.col("last_updated") >= cut)
+    key = ["entity_id", "last_updated"]
+    carried = [*key, "seconds_since_previous", "area_temperature_c", "area_temperature_at", "zone_entity_id",
+               "entity_name", "area_name"]
+    whole = enrich_states(validated.lazy(), dims, "UTC").collect().filter(pl.col("last_updated") >= cut)
+    in_order = enrich_states(later.lazy(), dims, "UTC", context=earlier.lazy()).collect()
+    shuffled = enrich_states(later.sample(fraction=1.0, shuffle=True, seed=1).lazy(), dims, "UTC",
+                             context=earlier.sample(fraction=1.0, shuffle=True, seed=2).lazy()).collect()
+    assert in_order["last_updated"].is_sorted() and shuffled["last_updated"].is_sorted()
+    assert in_order.sort(key).equals(shuffled.sort(key))
+    assert in_order.select(carried).sort(key).equals(whole.select(carried).sort(key))
+    assert in_order["seconds_since_previous"].null_count() < later["entity_id"].n_unique()

@@ -122,11 +122,13 @@ def tracker_zones(trackers: pl.LazyFrame, zones: pl.LazyFrame) -> pl.LazyFrame:
 
     The state names the zone (``home`` is ``zone.home``, else the zone's name, as HA sets it); a tracker
     outside every named zone (``not_home``) with coordinates is placed in the nearest active zone whose
-    radius holds it.
+    radius holds it. Where several zones qualify alike (same name, same distance), the first by entity id.
     """
     keys = ["home", "entity_id", "last_updated"]
-    keyed = zones.with_columns(zone_key=pl.when(pl.col("zone_entity_id") == "zone.home").then(pl.lit("home"))
-                               .otherwise(pl.col("zone_name").str.to_lowercase()))
+    # of zones sharing a name, the first by entity id
+    keyed = (zones.with_columns(zone_key=pl.when(pl.col("zone_entity_id") == "zone.home").then(pl.lit("home"))
+                                .otherwise(pl.col("zone_name").str.to_lowercase()))
+             .sort("zone_entity_id").unique(subset=["home", "zone_key"], keep="first"))
     by_name = (trackers.with_columns(zone_key=pl.col("state").str.to_lowercase())
                .join(keyed.select("home", "zone_key", "zone_entity_id", "zone_name"), on=["home", "zone_key"])
                .unique(subset=keys, keep="first")
@@ -140,7 +142,7 @@ def tracker_zones(trackers: pl.LazyFrame, zones: pl.LazyFrame) -> pl.LazyFrame:
                    .with_columns(distance=_haversine_m(pl.col("lat"), pl.col("lon"), pl.col("zone_latitude"),
                                                        pl.col("zone_longitude")))
                    .filter(pl.col("distance") <= pl.col("zone_radius"))
-                   .sort(*keys, "distance")
+                   .sort(*keys, "distance", "zone_entity_id")
                    .unique(subset=keys, keep="first")
                    .select(*keys, "zone_entity_id", "zone_name", zone_match=pl.lit("position")))
     return pl.concat([by_name, by_position])
@@ -314,6 +316,29 @@ ADDED_COLUMNS = [
 ]
 
 
+def _in_time_order(rows: pl.LazyFrame) -> bool:
+    """Whether ``rows`` are already in ``last_updated`` order without nulls, as validation writes a day: a
+    look at one column, against a sort of every column."""
+    last_updated = pl.col("last_updated")
+    return rows.select(last_updated.is_sorted() & (last_updated.null_count() == 0)).collect().item()
+
+
+def _time_ordered(day: pl.LazyFrame, context: pl.LazyFrame | None) -> pl.LazyFrame:
+    """``context`` and ``day`` rows together in ``last_updated`` order, a context row first among equal
+    times: the stable sort of the two concatenated, or, when ``day`` is in time order already (validated
+    days are), a merge with the few context rows sorted."""
+    if not _in_time_order(day):
+        rows = day if context is None else pl.concat([context, day], how="vertical_relaxed")
+        return rows.sort("last_updated", maintain_order=True)
+    day = day.with_columns(pl.col("last_updated").set_sorted())
+    if context is None:
+        return day
+    if context.collect_schema() != day.collect_schema():
+        return pl.concat([context, day], how="vertical_relaxed").sort("last_updated", maintain_order=True)
+    return context.sort("last_updated", maintain_order=True).merge_sorted(day, key="last_updated",
+                                                                            maintain_order=True)
+
+
 def enrich_states(states: pl.LazyFrame, dims: RegistryDims, tz: str, *, latitude: float | None = None,
                   zones: pl.LazyFrame | None = None, context: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """Every row of ``states`` (lake ``states`` schema, or ``validated_states`` with ``value_num``), all its
@@ -332,11 +357,13 @@ def enrich_states(states: pl.LazyFrame, dims: RegistryDims, tz: str, *, latitude
     """
     schema = states.collect_schema()
     value_column = "value_num" if "value_num" in schema else "state_num"
-    source = states.with_columns(_context=pl.lit(False))
+    day = states.with_columns(_context=pl.lit(False))
+    last_known = None
     if context is not None:
-        last_known = (context.sort("last_updated").unique(subset=["home", "entity_id"], keep="last")
+        latest_first = context if _in_time_order(context) else context.sort("last_updated")
+        last_known = (latest_first.unique(subset=["home", "entity_id"], keep="last")
                       .select(schema.names()).with_columns(_context=pl.lit(True)))
-        source = pl.concat([last_known, source], how="vertical_relaxed")
+    source = day if last_known is None else pl.concat([last_known, day], how="vertical_relaxed")
     # small (entities x registry changes): computed once here instead of once per use in the plan
     timeline = registry_timeline(dims).collect().lazy()
     emitted = ~pl.col("_context")
@@ -352,8 +379,9 @@ def enrich_states(states: pl.LazyFrame, dims: RegistryDims, tz: str, *, latitude
     utc_hour = pl.col("last_updated").dt.truncate("1h")
     hour = ["home", "local_date", "local_hour"]
     area_hour = ["home", "area_id", "local_date", "local_hour"]
-    # the one sort of the wide frame: time order is what every as-of join needs and what the output keeps
-    frame = source.drop("attributes", strict=False).sort("last_updated", maintain_order=True)
+    # time order is what every as-of join needs and what the output keeps
+    frame = _time_ordered(day.drop("attributes", strict=False),
+                          None if last_known is None else last_known.drop("attributes", strict=False))
     frame = _join_asof(frame, timeline, "entity_id").with_columns(
         **_local_time(tz),
         seconds_since_previous=(pl.col("last_updated") - pl.col("last_updated").shift(1).over(entity))
