@@ -111,8 +111,9 @@ def enrich_day(lake: LakeResource, day: str, dims: RegistryDims, settings: pl.Da
         tz = (found["time_zone"].item() if found.height else None) or DEFAULT_TIME_ZONE
         latitude = found["latitude"].item() if found.height else None
         context = None if previous is None else previous.filter(pl.col("home") == home)
-        frames.append(enrich_states(states.filter(pl.col("home") == home), dims, tz, latitude=latitude,
-                                    context=context))
+        # the usual lake holds one home: then every row is that home's, and filtering would copy them all
+        rows = states if homes == [home] else states.filter(pl.col("home") == home)
+        frames.append(enrich_states(rows, dims, tz, latitude=latitude, context=context))
     # a home's local time column carries its zone; several homes share the column in UTC
     return frames[0] if len(frames) == 1 else pl.concat(
         [f.with_columns(pl.col("local_time").dt.convert_time_zone("UTC")) for f in frames])
@@ -133,7 +134,10 @@ def enriched_states(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
     settings = home_settings(scan_raw_days(lake, "registry/core_config"))
     written, input_rows, output_rows, lost = [], 0, 0, []
     for day in context.partition_keys:
-        path = lake.replace_partition(ENRICHED_STATES.path[-1], day, enrich_day(lake, day, dims, settings))
+        # every step after the scan blocks (as-of joins, per-entity windows): the in-memory engine does the
+        # same work as the streaming one with less CPU and a lower peak
+        enriched = enrich_day(lake, day, dims, settings).collect(engine="in-memory")
+        path = lake.replace_partition(ENRICHED_STATES.path[-1], day, enriched)
         rows_in = validated_states(lake, day).select(pl.len()).collect().item()
         rows_out = pl.scan_parquet(path).select(pl.len()).collect().item()
         written.append(path)
