@@ -12,7 +12,13 @@ import pytest
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 from ha_ingestor_pipelines.defs.quality import schemas
 from ha_ingestor_pipelines.defs.quality.rules import ENTITY_ID_PATTERN, EVENT_RULES, STATE_RULES
-from ha_ingestor_pipelines.defs.quality.validation import EVENTS, STATES, split_day, split_with_fallback
+from ha_ingestor_pipelines.defs.quality.validation import (
+    COLLECT_ENGINE,
+    EVENTS,
+    STATES,
+    split_day,
+    split_with_fallback,
+)
 
 # homeassistant.core.VALID_ENTITY_ID, with the look-arounds polars' regex engine lacks
 HA_VALID_ENTITY_ID = re.compile(r"^(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)$")
@@ -155,7 +161,7 @@ def test_brace_shaped_invalid_json_is_caught_by_the_per_row_fallback(day):
     validated, quarantine = _split(frame)
     assert quarantine["failed_rules"].to_list() == [["attributes_json_object"]]
     clean_fast, _ = _split(states)
-    clean_strict = split_day(states.lazy(), STATES, strict_json=True).validated.collect()
+    clean_strict = split_day(states.lazy(), STATES, strict_json=True).validated.collect(engine=COLLECT_ENGINE)
     assert clean_fast.equals(clean_strict)
     assert validated.equals(clean_strict)
 

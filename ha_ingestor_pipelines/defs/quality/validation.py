@@ -46,6 +46,10 @@ QUARANTINE_SCHEMA = pl.Schema({
 # carries all attributes, a backfilled row (HA's recorder) the least; then the first received.
 SOURCE_PRIORITY = {"live": 0, "snapshot": 1, "backfill": 2}
 DEFAULT_LATE_AFTER = dt.timedelta(minutes=10)
+# Every node after the scan blocks (the sort by event time, per-entity and per-home windows): the in-memory
+# engine does the work with less CPU and a lower peak than the streaming one. Floats may differ in the last
+# bit between engines (polars divides by a constant as a multiplication in some kernels, not in others).
+COLLECT_ENGINE = "in-memory"
 
 LATENESS_COLUMNS = ("arrival_lag_s", "is_late", "is_out_of_order")
 TYPED_COLUMNS = ("unit", "value_num", "value_bool", "value_str", "value_ts", "value_num_normalized",
@@ -185,8 +189,8 @@ def split_with_fallback(raw: pl.LazyFrame, spec: TableSpec, late_after: dt.timed
     """``split_day`` with the fast JSON test, or, when a text fails to parse, the per-row one."""
     try:
         day = split_day(raw, spec, strict_json=False, late_after=late_after)
-        validated, quarantine = pl.collect_all([day.validated, day.quarantine], engine="in-memory")
+        validated, quarantine = pl.collect_all([day.validated, day.quarantine], engine=COLLECT_ENGINE)
     except pl.exceptions.ComputeError:
         day = split_day(raw, spec, strict_json=True, late_after=late_after)
-        validated, quarantine = pl.collect_all([day.validated, day.quarantine], engine="in-memory")
+        validated, quarantine = pl.collect_all([day.validated, day.quarantine], engine=COLLECT_ENGINE)
     return validated, quarantine
