@@ -420,7 +420,7 @@ class RssSampler(threading.Thread):
 
 
 async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = False,
-                        flush_rows: int = 100_000) -> dict[str, Any]:
+                        flush_rows: int = 100_000, flush_mb: float | None = None) -> dict[str, Any]:
     from ha_ingestor_live.collector import Collector, CollectorSettings
     from ha_ingestor_live.spool import INBOUND
 
@@ -432,6 +432,7 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
         sampler.start()
     settings = CollectorSettings(ha_url=url, token=TOKEN, lake=work / "lake", state_dir=work / "state",
                                  metrics_port=None, backfill_delay_s=0, flush_rows=flush_rows,
+                                 **({"flush_bytes": int(flush_mb * (1 << 20))} if flush_mb else {}),
                                  flush_interval_s=10)
     collector = Collector(settings)
     # Instrumentation: remember when the first event frame was received (the read loop's own
@@ -449,11 +450,11 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
     clock = CpuClock()
     threads_before = thread_cpu()
     task = asyncio.create_task(collector.run(), name="collector")
-    counts = collector.processor.counts
+    processor = collector.processor
     stats = collector.sink.stats
     t_processed = None
     try:
-        while counts["events"] < n:
+        while processor.events_seen < n:
             if task.done():
                 task.result()
                 raise RuntimeError("collector stopped before all events were processed")
@@ -480,6 +481,7 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
     t_first, cpu_first = first_event_at
     seconds = t_end - t_first
     latencies = list(stats.spool_latency)
+    counts = processor.counts
     result: dict[str, Any] = {
         "events": counts["events"], "states": counts["states"], "quarantined": counts["quarantined"],
         "command_errors": counts["command_errors"], "reconnects": collector.reconnects,
@@ -578,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rss-mb", type=float, default=200, help="required peak RSS at the paced rate")
     parser.add_argument("--flush-rows", type=int, default=100_000,
                         help="what-if: the collector's flush_rows (the issue's setting is 100000)")
+    parser.add_argument("--flush-mb", type=float, default=None,
+                        help="what-if: the collector's flush_bytes in MB (default: the collector's own)")
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="what-if: sys.setswitchinterval for this process (Python's default is 0.005 s)")
     parser.add_argument("--workdir", type=Path, default=None, help="where lakes and spools go (a temp dir)")
@@ -656,7 +660,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             run_dir = work / "rss"
             result = measured("rss", run_collector(url(rss_events, args.rate_for_rss), rss_events, run_dir,
-                                                   sample_rss=True, flush_rows=args.flush_rows))
+                                                   sample_rss=True, flush_rows=args.flush_rows,
+                                                   flush_mb=args.flush_mb))
             result["verify"] = verify_collector(run_dir / "lake", rss_events)
             print(f"  peak RSS {result['rss_peak_mb']:.0f} MB, final {result['rss_final_mb']:.0f} MB, spool "
                   f"latency p50 {result['spool_latency_p50_ms']:.2f} ms "
@@ -683,7 +688,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.only != "reference":
                 run_dir = work / f"collector-{round_}"
                 result = measured("collector", run_collector(url(args.events), args.events, run_dir,
-                                                             flush_rows=args.flush_rows))
+                                                             flush_rows=args.flush_rows,
+                                                             flush_mb=args.flush_mb))
                 result["verify"] = verify_collector(run_dir / "lake", args.events)
                 print(f"collector #{round_}: {describe(result)}, spool latency p50 "
                       f"{result['spool_latency_p50_ms']:.1f} ms p99 {result['spool_latency_p99_ms']:.1f} ms",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -89,3 +91,12 @@ SCHEMAS: dict[str, pa.Schema] = {
 # the column whose UTC date names a row's partition
 PARTITION_TIME = {"events": "time_fired", "states": "last_updated", "registry": "snapshot_at",
                   "quarantine": "received_at", "collector_sessions": "connected_at"}
+
+
+def row_from(table: str, values: dict[str, Any]) -> tuple[Any, ...]:
+    """A row as the writer takes it (values in schema order) from values by column name."""
+    return tuple(values[name] for name in SCHEMAS[table].names)
+
+
+def row_as_dict(table: str, row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(SCHEMAS[table].names, row, strict=True))

@@ -29,7 +29,9 @@ from .messages import (
     state_list_decoder,
 )
 
-Row = dict[str, Any]
+# A lake row: its values in the table's schema order (``lake_schema``). Tuples, not
+# dicts, because the writer appends them column by column, and that is the collector's hottest loop.
+Row = tuple[Any, ...]
 
 _ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?\+00:00")
 _NUMBER_START = frozenset("0123456789-+.")
@@ -83,10 +85,6 @@ def domain_of(entity_id: str) -> str:
     return entity_id.partition(".")[0]
 
 
-def _text(raw: bytes | msgspec.Raw) -> str | None:
-    return bytes(raw).decode() if raw else None
-
-
 def decode_event(raw: bytes) -> Event:
     try:
         return event_decoder.decode(raw)
@@ -94,13 +92,13 @@ def decode_event(raw: bytes) -> Event:
         raise MalformedMessage(f"unexpected event shape: {exc}") from exc
 
 
-def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, list[Row]]:
+def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, Row | None]:
     """The ``events`` row of one event and, for ``state_changed``, its ``states`` row."""
     context = event.context or _NO_CONTEXT
     time_fired = utc_iso(event.time_fired)
     data = bytes(event.data) if event.data else b"{}"
     eid = event_id(event.event_type, event.time_fired, context.id, data)
-    states: list[Row] = []
+    state: Row | None = None
     entity_id: str | None = None
     if event.event_type == "state_changed":
         try:
@@ -108,8 +106,8 @@ def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, list[Row
         except msgspec.DecodeError as exc:
             raise MalformedMessage(f"unexpected state_changed data: {exc}") from exc
         entity_id = change.entity_id
-        states.append(state_changed_row(change.entity_id, change.old_state, change.new_state, time_fired,
-                                        eid, received_at, home))
+        state = state_changed_row(change.entity_id, change.old_state, change.new_state, time_fired,
+                                  eid, received_at, home)
     elif b'"entity_id"' in data:  # most events have none: skip the decode
         try:
             found = event_entity_decoder.decode(data).entity_id
@@ -119,20 +117,10 @@ def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, list[Row
             entity_id = found
         elif isinstance(found, list) and len(found) == 1 and isinstance(found[0], str):
             entity_id = found[0]
-    row = {
-        "home": home,
-        "event_id": eid,
-        "event_type": event.event_type,
-        "time_fired": time_fired,
-        "origin": event.origin,
-        "context_id": context.id,
-        "context_parent_id": context.parent_id,
-        "context_user_id": context.user_id,
-        "entity_id": entity_id,
-        "data": data.decode(),
-        "received_at": received_at,
-    }
-    return row, states
+    # EVENTS column order
+    row = (home, eid, event.event_type, time_fired, event.origin, context.id, context.parent_id, context.user_id,
+           entity_id, data.decode(), received_at)
+    return row, state
 
 
 def state_changed_row(entity_id: str, old: OldState | None, new: StateObject | None, time_fired: str,
@@ -140,13 +128,10 @@ def state_changed_row(entity_id: str, old: OldState | None, new: StateObject | N
     """A ``states`` row; a removal (``new_state: null``) is kept with a null state at ``time_fired``."""
     if new is None:
         context = (old.context if old else None) or _NO_CONTEXT
-        return {
-            "home": home, "entity_id": entity_id, "domain": domain_of(entity_id), "state": None,
-            "state_num": None, "attributes": None, "last_changed": time_fired, "last_updated": time_fired,
-            "last_reported": None, "old_state": old.state if old else None, "context_id": context.id,
-            "context_parent_id": context.parent_id, "context_user_id": context.user_id, "source": "live",
-            "event_id": eid, "received_at": received_at,
-        }
+        # STATES column order
+        return (home, entity_id, domain_of(entity_id), None, None, None, time_fired, time_fired, None,
+                old.state if old else None, context.id, context.parent_id, context.user_id, "live", eid,
+                received_at)
     return state_row(new, "live", received_at, home, eid=eid, old_state=old.state if old else None,
                      time_fired=time_fired)
 
@@ -161,24 +146,10 @@ def state_row(state: StateObject, source: str, received_at: str, home: str, *, e
     last_changed = last_updated if state.last_changed == raw_updated else utc_iso(state.last_changed)
     reported = state.last_reported
     last_reported = (last_updated if reported == raw_updated else utc_iso(reported)) if reported else None
-    return {
-        "home": home,
-        "entity_id": entity_id,
-        "domain": entity_id.partition(".")[0],
-        "state": state.state,
-        "state_num": parse_number(state.state),
-        "attributes": bytes(state.attributes).decode() if state.attributes else None,
-        "last_changed": last_changed,
-        "last_updated": last_updated,
-        "last_reported": last_reported,
-        "old_state": old_state,
-        "context_id": context.id,
-        "context_parent_id": context.parent_id,
-        "context_user_id": context.user_id,
-        "source": source,
-        "event_id": eid,
-        "received_at": received_at,
-    }
+    # STATES column order
+    return (home, entity_id, entity_id.partition(".")[0], state.state, parse_number(state.state),
+            bytes(state.attributes).decode() if state.attributes else None, last_changed, last_updated, last_reported,
+            old_state, context.id, context.parent_id, context.user_id, source, eid, received_at)
 
 
 def snapshot_state_rows(result: bytes, received_at: str, home: str) -> list[Row]:
@@ -200,22 +171,18 @@ def history_state_rows(result: bytes, received_at: str, home: str) -> list[Row]:
     for entity_id, entries in history.items():
         domain = domain_of(entity_id)
         previous: str | None = None
-        attributes: bytes = b""
+        attributes: str | None = None
         for entry in entries:
             last_updated = utc_iso_from_unix(entry.lu)
             if entry.s is None:  # a removed entity: HA's recorder row with a null state
-                attributes = b""
+                attributes = None
             elif entry.a:
-                attributes = bytes(entry.a)
-            rows.append({
-                "home": home, "entity_id": entity_id, "domain": domain, "state": entry.s,
-                "state_num": parse_number(entry.s), "attributes": _text(attributes),
-                "last_changed": utc_iso_from_unix(entry.lc) if entry.lc is not None else last_updated,
-                "last_updated": last_updated,
-                "last_reported": utc_iso_from_unix(entry.lr) if entry.lr is not None else None,
-                "old_state": previous, "context_id": None, "context_parent_id": None,
-                "context_user_id": None, "source": "backfill", "event_id": None, "received_at": received_at,
-            })
+                attributes = bytes(entry.a).decode()
+            # STATES column order
+            rows.append((home, entity_id, domain, entry.s, parse_number(entry.s), attributes,
+                         utc_iso_from_unix(entry.lc) if entry.lc is not None else last_updated, last_updated,
+                         utc_iso_from_unix(entry.lr) if entry.lr is not None else None, previous,
+                         None, None, None, "backfill", None, received_at))
             previous = entry.s
     return rows
 
@@ -241,9 +208,8 @@ def registry_rows(kind: str, result: bytes, snapshot_at: str, snapshot_seq: int,
     except msgspec.DecodeError as exc:
         raise MalformedMessage(f"invalid {kind} result: {exc}") from exc
 
-    def row(key: str | None, item: Any) -> Row:
-        return {"home": home, "kind": kind, "item_id": key, "snapshot_at": snapshot_at,
-                "snapshot_seq": snapshot_seq, "data": msgspec.json.encode(item).decode()}
+    def row(key: str | None, item: Any) -> Row:  # REGISTRY column order
+        return (home, kind, key, snapshot_at, snapshot_seq, msgspec.json.encode(item).decode())
 
     if item_id is not None:
         return [row(item_id, parsed)]

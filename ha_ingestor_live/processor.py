@@ -15,7 +15,8 @@ from typing import Any
 
 import msgspec
 
-from .lake import LakeWriter, iso_to_micros
+from .lake import STATE_ENTITY_ID, STATE_LAST_UPDATED, LakeWriter, iso_to_micros
+from .lake_schema import EVENTS, REGISTRY, STATES
 from .messages import Event, EventEnvelope, any_decoder, event_frame_decoder
 from .normalize import (
     MalformedMessage,
@@ -54,6 +55,9 @@ REGISTRY_EVENTS = {
 # scripts fire no reload event of their own: the reload service call is the signal
 RELOAD_SERVICE_DOMAINS = {"script": "scripts", "automation": "automations"}
 CONTROL_TYPES = frozenset({"pong", "auth_required", "auth_ok", "auth_invalid"})
+EVENT_TIME_FIRED, EVENT_DATA = EVENTS.names.index("time_fired"), EVENTS.names.index("data")
+STATE_ATTRIBUTES = STATES.names.index("attributes")
+REGISTRY_DATA = REGISTRY.names.index("data")
 
 
 def _utc_iso(unix: float) -> str:
@@ -76,7 +80,18 @@ class Processor:
         self.latest_state: dict[str, str] = {}
         self.processed_seq = 0
         self.current_conn = 0
-        self.counts: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()  # the rare ones; the hot path counts in plain ints
+        self.events_seen = 0
+        self.live_states_seen = 0
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Messages and rows produced since start: events, states (live, snapshot, backfilled), snapshot,
+        backfilled, quarantined, command_errors."""
+        counts = Counter(self._counts)
+        counts["events"] = self.events_seen
+        counts["states"] += self.live_states_seen
+        return counts
 
     def state(self) -> dict[str, Any]:
         return {"home": self.home, "pending": self.pending, "subscriptions": self.subscriptions,
@@ -100,9 +115,13 @@ class Processor:
         if record.kind == OUTBOUND:
             self._remember_command(record)
         else:
+            subscription = self.subscriptions.get(str(record.conn))
             for message, raw in self._messages(record, received_at):
                 try:
-                    self._handle(record, message, raw, received_at)
+                    if message.type == "event":
+                        self._handle_event(subscription, message.id, message.event, received_at)
+                    else:
+                        self._handle(record, message, received_at)
                 except MalformedMessage as exc:
                     self.quarantine(received_at, "message", str(exc), raw or msgspec.json.encode(message))
                 except Exception as exc:  # a message we cannot handle must not stop the ones after it
@@ -112,10 +131,11 @@ class Processor:
         self.processed_seq = record.seq
 
     def quarantine(self, received_at: str, stage: str, reason: str, raw: bytes) -> None:
-        self.counts["quarantined"] += 1
+        self._counts["quarantined"] += 1
         log.warning("quarantined (%s): %s", stage, reason)
-        self.lake.add("quarantine", {"home": self.home, "received_at": received_at, "stage": stage,
-                                     "reason": reason, "raw": raw.decode("utf-8", "backslashreplace")}, len(raw))
+        # QUARANTINE column order
+        self.lake.add("quarantine", (self.home, received_at, stage, reason, raw.decode("utf-8", "backslashreplace")),
+                      len(raw))
 
     def _forget_other_connections(self, conn: int) -> None:
         """Replies and events of a closed connection never come: drop what waited for them."""
@@ -153,37 +173,45 @@ class Processor:
                 self.quarantine(received_at, "frame", f"unexpected {what} shape: {exc}", raw)
         return messages
 
-    def _handle(self, record: SpoolRecord, message: EventEnvelope, raw: bytes | None, received_at: str) -> None:
-        if message.type == "event":
-            self._handle_event(record, message.id, message.event, received_at)
-        elif message.type == "result":
+    def _handle(self, record: SpoolRecord, message: EventEnvelope, received_at: str) -> None:
+        if message.type == "result":
             self._handle_result(record, message, received_at)
         elif message.type == "pong":
             self.pending.pop(f"{record.conn}:{message.id}", None)
         elif message.type not in CONTROL_TYPES:
             raise MalformedMessage(f"unknown message type {message.type!r}")
 
-    def _handle_event(self, record: SpoolRecord, subscription: int | None, event: Event | None,
+    def _handle_event(self, subscription: int | None, message_id: int | None, event: Event | None,
                       received_at: str) -> None:
+        """The hot path: every live event passes here (the lake's batches append whole rows at once)."""
         if event is None:
             raise MalformedMessage("event message without an event")
-        if self.subscriptions.get(str(record.conn)) != subscription:
-            raise MalformedMessage(f"event for unknown subscription id {subscription}")
-        if len(event.data) > self.max_message_bytes:
-            raise MalformedMessage(f"event data of {len(event.data)} bytes exceeds the "
-                                   f"{self.max_message_bytes}-byte limit")
-        row, states = event_rows(event, received_at, self.home)
-        self.lake.add("events", row, len(event.data))
-        for state in states:
-            self._remember_latest(state)
-            self.lake.add("states", state, len(state["attributes"] or ""))
-        self.counts["events"] += 1
-        self.counts["states"] += len(states)
-        if self.last_event_time is None or row["time_fired"] > self.last_event_time:
-            self.last_event_time = row["time_fired"]
+        if message_id != subscription:
+            raise MalformedMessage(f"event for unknown subscription id {message_id}")
+        size = len(event.data)
+        if size > self.max_message_bytes:
+            raise MalformedMessage(f"event data of {size} bytes exceeds the {self.max_message_bytes}-byte limit")
+        row, state = event_rows(event, received_at, self.home)
+        time_fired = row[EVENT_TIME_FIRED]
+        lake = self.lake
+        lake.batch("events", time_fired[:10]).add(row)
+        self.events_seen += 1
+        if state is not None:
+            entity_id, last_updated = state[STATE_ENTITY_ID], state[STATE_LAST_UPDATED]
+            previous = self.latest_state.get(entity_id)
+            if previous is None or last_updated > previous:
+                self.latest_state[entity_id] = last_updated
+            lake.batch("states", last_updated[:10]).add(state)
+            self.live_states_seen += 1
+            attributes = state[STATE_ATTRIBUTES]
+            if attributes:
+                size += len(attributes)
+        lake.buffered_bytes += size
+        if self.last_event_time is None or time_fired > self.last_event_time:
+            self.last_event_time = time_fired
         stale = REGISTRY_EVENTS.get(event.event_type)
-        if event.event_type == "call_service" and '"reload"' in row["data"]:
-            call = any_decoder.decode(row["data"])
+        if event.event_type == "call_service" and '"reload"' in row[EVENT_DATA]:
+            call = any_decoder.decode(row[EVENT_DATA])
             if call.get("service") == "reload":
                 stale = RELOAD_SERVICE_DOMAINS.get(call.get("domain"))
         if stale and self.on_registry_stale is not None:
@@ -195,7 +223,7 @@ class Processor:
             raise MalformedMessage(f"result for unknown command id {message.id}")
         kind = command.get("type")
         if not message.success:
-            self.counts["command_errors"] += 1
+            self._counts["command_errors"] += 1
             raise MalformedMessage(f"command {kind} failed: {msgspec.json.encode(message.error).decode()}")
         result = bytes(message.result)
         if kind == "subscribe_events":
@@ -213,30 +241,31 @@ class Processor:
         if registry:
             for row in registry_rows(registry, result, received_at, record.seq, self.home,
                                      item_id=command.get("entity_id")):
-                self.lake.add(f"registry/{registry}", row, len(row["data"]))
+                self.lake.add(f"registry/{registry}", row, len(row[REGISTRY_DATA]))
 
     def _add_new_states(self, rows: list[Row], seq: int, counter: str) -> int:
         """Add the rows whose (entity_id, last_updated) the lake does not hold yet (±1 µs, since
         history reports unix floats where live events carry exact ISO strings)."""
-        rows = [row for row in rows if self.latest_state.get(row["entity_id"]) != row["last_updated"]]
+        rows = [row for row in rows if self.latest_state.get(row[STATE_ENTITY_ID]) != row[STATE_LAST_UPDATED]]
         if not rows:
             return 0
         existing = self.lake.existing_state_keys(self.home, rows)
         added = 0
         seen: set[tuple[str, int]] = set()
-        for row, micros in zip(rows, iso_to_micros([r["last_updated"] for r in rows]), strict=True):
-            eid = row["entity_id"]
+        for row, micros in zip(rows, iso_to_micros([r[STATE_LAST_UPDATED] for r in rows]), strict=True):
+            eid = row[STATE_ENTITY_ID]
             if any((eid, micros + d) in existing or (eid, micros + d) in seen for d in (-1, 0, 1)):
                 continue
             seen.add((eid, micros))
             self._remember_latest(row)
-            self.lake.add("states", row, len(row["attributes"] or ""))
+            self.lake.add("states", row, len(row[STATE_ATTRIBUTES] or ""))
             added += 1
-        self.counts[counter] += added
-        self.counts["states"] += added
+        self._counts[counter] += added
+        self._counts["states"] += added
         return added
 
     def _remember_latest(self, row: Row) -> None:
-        previous = self.latest_state.get(row["entity_id"])
-        if previous is None or row["last_updated"] > previous:
-            self.latest_state[row["entity_id"]] = row["last_updated"]
+        entity_id, last_updated = row[STATE_ENTITY_ID], row[STATE_LAST_UPDATED]
+        previous = self.latest_state.get(entity_id)
+        if previous is None or last_updated > previous:
+            self.latest_state[entity_id] = last_updated

@@ -2,11 +2,15 @@
 
 The read loop only appends to an in-memory queue (it never waits on disk). The spool thread
 writes each batch to the write-ahead spool with one fsync (group commit); the processor
-thread turns durable records into rows and commits them to the lake on a row or time budget.
+thread turns durable records into rows and, on a row, byte or time budget, seals them; the
+commit thread writes sealed rows to the lake, in order, while the processor goes on (so the
+processor never waits for the commit's fsyncs, only for a commit thread that is a whole
+commit behind).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -47,8 +51,10 @@ class DurableSink:
         self.stats = SinkStats()
         self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._durable: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._sealed: queue.Queue[object] = queue.Queue(maxsize=1)  # memory: one commit waits, one is written
         self._threads = [threading.Thread(target=self._spool_loop, name="spool", daemon=True),
-                         threading.Thread(target=self._process_loop, name="processor", daemon=True)]
+                         threading.Thread(target=self._process_loop, name="processor", daemon=True),
+                         threading.Thread(target=self._commit_loop, name="committer", daemon=True)]
         self.failure: BaseException | None = None
         self._commit_requested = threading.Event()
 
@@ -71,7 +77,7 @@ class DurableSink:
         return self.failure is None and all(t.is_alive() for t in self._threads)
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Spool and process everything submitted, commit, and stop both threads."""
+        """Spool and process everything submitted, commit, and stop the threads."""
         self._inbox.put(_STOP)
         for thread in self._threads:
             thread.join(timeout)
@@ -117,7 +123,8 @@ class DurableSink:
                 except queue.Empty:
                     item = None
                 if item is _STOP:
-                    self.commit()
+                    self._seal()
+                    self._hand_over(_STOP)
                     return
                 if item is not None:
                     first_seq, batch = item
@@ -129,22 +136,41 @@ class DurableSink:
                        or self._commit_requested.is_set())
                 if due:
                     self._commit_requested.clear()
-                    self.commit()
+                    self._seal()
                     last_commit = time.monotonic()
         except BaseException as exc:
             self.failure = exc
             log.exception("processor failed")
+            with contextlib.suppress(queue.Full):
+                self._sealed.put_nowait(_STOP)
 
-    def commit(self) -> None:
+    def _seal(self) -> None:
         seq = self.processor.processed_seq
-        if seq <= self.lake.committed_seq:
-            return
-        result = self.lake.commit(seq, self.processor.state())
-        self.spool.release_through(seq)
-        self.stats.commits += 1
-        self.stats.last_commit = result
-        for location, rows in result.rows.items():
-            self.stats.rows_committed[location] = self.stats.rows_committed.get(location, 0) + rows
-        if result.files:
-            log.info("committed %d rows in %d files through spool seq %d (%.2f s)",
-                     sum(result.rows.values()), len(result.files), seq, result.seconds)
+        if seq > self.lake.sealed_seq:
+            self._hand_over(self.lake.seal(seq, self.processor.state()))
+
+    def _hand_over(self, item: object) -> None:
+        """Queue for the commit thread; waits while it is a commit behind, unless it has died."""
+        while True:
+            try:
+                self._sealed.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self.failure is not None:
+                    raise RuntimeError("the commit thread has failed") from self.failure
+
+    def _commit_loop(self) -> None:
+        try:
+            while (sealed := self._sealed.get()) is not _STOP:
+                result = self.lake.write(sealed)
+                self.spool.release_through(sealed.through_seq)
+                self.stats.commits += 1
+                self.stats.last_commit = result
+                for location, rows in result.rows.items():
+                    self.stats.rows_committed[location] = self.stats.rows_committed.get(location, 0) + rows
+                if result.files:
+                    log.info("committed %d rows in %d files through spool seq %d (%.2f s)",
+                             sum(result.rows.values()), len(result.files), sealed.through_seq, result.seconds)
+        except BaseException as exc:  # the collector checks alive() and stops; the spool keeps the rows
+            self.failure = exc
+            log.exception("lake commit failed")

@@ -8,15 +8,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from ha_ingestor_live.lake import INTENT, LakeWriter
-from ha_ingestor_live.lake_schema import TIMESTAMP
+from ha_ingestor_live.lake_schema import TIMESTAMP, row_from
 
 
-def _state(entity_id: str, last_updated: str, state: str = "1") -> dict:
-    return {"home": "h", "entity_id": entity_id, "domain": entity_id.split(".")[0], "state": state,
+def _state(entity_id: str, last_updated: str, state: str = "1") -> tuple:
+    return row_from("states", {"home": "h", "entity_id": entity_id, "domain": entity_id.split(".")[0], "state": state,
             "state_num": 1.0, "attributes": "{}", "last_changed": last_updated, "last_updated": last_updated,
             "last_reported": None, "old_state": None, "context_id": None, "context_parent_id": None,
             "context_user_id": None, "source": "live", "event_id": None,
-            "received_at": "2026-11-26T00:00:00+00:00"}
+            "received_at": "2026-11-26T00:00:00+00:00"})
 
 
 @pytest.fixture
@@ -77,3 +77,22 @@ def test_existing_state_keys_cover_committed_and_buffered_rows(lake):
     assert keys == {("sensor.a", micros("2026-11-24T10:00:00.000001+00:00")),
                     ("sensor.b", micros("2026-11-24T11:00:00+00:00"))}
     assert lake.existing_state_keys("other-home", [_state("sensor.a", "2026-11-24T12:00:00+00:00")]) == set()
+
+
+def test_sealed_rows_count_as_existing_until_written_and_write_keeps_seal_order(lake):
+    lake.add("states", _state("sensor.a", "2026-11-24T10:00:00+00:00"))
+    first = lake.seal(2, {"n": 1})
+    lake.add("states", _state("sensor.b", "2026-11-24T11:00:00+00:00"))
+    second = lake.seal(5, {"n": 2})
+    assert lake.buffered_rows == 0 and lake.sealed_seq == 5 and lake.committed_seq == 0
+    probe = [_state("sensor.a", "2026-11-24T12:00:00+00:00"), _state("sensor.b", "2026-11-24T12:00:00+00:00")]
+    assert {eid for eid, _ in lake.existing_state_keys("h", probe)} == {"sensor.a", "sensor.b"}
+    with pytest.raises(RuntimeError, match="out of order"):
+        lake.write(second)
+    lake.write(first)
+    assert lake.committed_seq == 2
+    assert {eid for eid, _ in lake.existing_state_keys("h", probe)} == {"sensor.a", "sensor.b"}
+    result = lake.write(second)
+    assert [p.name for p in result.files] == ["part-000000000003-000000000005-w1.parquet"]
+    checkpoint = json.loads((lake.state_dir / "checkpoint.json").read_text())
+    assert checkpoint == {"committed_seq": 5, "processor": {"n": 2}}

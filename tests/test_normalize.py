@@ -8,6 +8,7 @@ import json
 import msgspec
 import pytest
 
+from ha_ingestor_live.lake_schema import row_as_dict
 from ha_ingestor_live.messages import frame_decoder
 from ha_ingestor_live.normalize import (
     MalformedMessage,
@@ -30,6 +31,12 @@ RECEIVED = "2026-11-26T00:00:00+00:00"
 def frames() -> list[dict]:
     with gzip.open(bundled_capture(), "rt", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle]
+
+
+def live_rows(event, home: str) -> tuple[dict, dict | None]:
+    """``event_rows`` by column name."""
+    row, state = event_rows(event, RECEIVED, home)
+    return row_as_dict("events", row), state and row_as_dict("states", state)
 
 
 def _raw_events(frames, predicate):
@@ -56,14 +63,13 @@ def test_state_changed_gives_event_and_state_row(frames):
     raw = _state_changed(frames, lambda d: d["entity_id"].startswith("sensor.") and d["old_state"]
                          and d["new_state"] and parse_number(d["new_state"]["state"]) is not None)
     event = decode_event(raw)
-    row, states = event_rows(event, RECEIVED, "maple_house")
+    row, state = live_rows(event, "maple_house")
     source = json.loads(raw)
     assert row["event_type"] == "state_changed"
     assert row["entity_id"] == source["data"]["entity_id"]
     assert row["time_fired"] == source["time_fired"]
     assert row["context_id"] == source["context"]["id"]
     assert json.loads(row["data"]) == source["data"]
-    [state] = states
     new = source["data"]["new_state"]
     assert state["state"] == new["state"] and state["state_num"] == float(new["state"])
     assert state["last_updated"] == new["last_updated"] and state["last_changed"] == new["last_changed"]
@@ -75,7 +81,7 @@ def test_state_changed_gives_event_and_state_row(frames):
 
 def test_entity_created_has_no_old_state(frames):
     raw = _state_changed(frames, lambda d: d["old_state"] is None)
-    _, [state] = event_rows(decode_event(raw), RECEIVED, "h")
+    _, state = live_rows(decode_event(raw), "h")
     assert state["entity_id"] == "sensor.kitchen_co2" and state["old_state"] is None
     assert state["state"] is not None
 
@@ -83,7 +89,7 @@ def test_entity_created_has_no_old_state(frames):
 def test_entity_removed_keeps_a_null_state_at_time_fired(frames):
     raw = _state_changed(frames, lambda d: d["new_state"] is None)
     source = json.loads(raw)
-    _, [state] = event_rows(decode_event(raw), RECEIVED, "h")
+    _, state = live_rows(decode_event(raw), "h")
     assert state["entity_id"] == "sensor.carbon_dioxide"
     assert state["state"] is None and state["attributes"] is None
     assert state["last_updated"] == source["time_fired"]
@@ -93,8 +99,8 @@ def test_entity_removed_keeps_a_null_state_at_time_fired(frames):
 def test_rename_event_is_kept_with_its_entity(frames):
     raw = next(_raw_events(frames, lambda e: e["event_type"] == "entity_registry_updated"
                            and e["data"].get("old_entity_id")))
-    row, states = event_rows(decode_event(raw), RECEIVED, "h")
-    assert states == []
+    row, state = live_rows(decode_event(raw), "h")
+    assert state is None
     assert row["entity_id"] == "sensor.kitchen_co2"
     assert json.loads(row["data"])["old_entity_id"] == "sensor.carbon_dioxide"
 
@@ -104,7 +110,7 @@ def test_unknown_and_unavailable_are_kept_as_states(frames, state):
     event = json.loads(_state_changed(frames, lambda d: d["new_state"] and d["entity_id"].startswith("sensor.")))
     event["data"]["new_state"]["state"] = state
     raw = msgspec.json.encode(event)
-    _, [row] = event_rows(decode_event(raw), RECEIVED, "h")
+    _, row = live_rows(decode_event(raw), "h")
     assert row["state"] == state and row["state_num"] is None
 
 
@@ -115,7 +121,7 @@ def test_attributes_are_kept_byte_for_byte():
            b'{"big":123456789012345678901234567890,"neg_zero":-0.0,"\xc3\xa9t\xc3\xa9":"\xe2\x82\xac"},'
            b'"last_changed":"2026-11-24T10:00:00.000001+00:00","last_updated":"2026-11-24T10:00:00.000001+00:00",'
            b'"context":{"id":"c1","parent_id":null,"user_id":null}}}}')
-    _, [state] = event_rows(decode_event(raw), RECEIVED, "h")
+    _, state = live_rows(decode_event(raw), "h")
     assert state["attributes"] == ('{"big":123456789012345678901234567890,"neg_zero":-0.0,'
                                    '"\u00e9t\u00e9":"\u20ac"}')
     assert state["state"] == "-0.0" and state["state_num"] == 0.0
@@ -154,7 +160,7 @@ def test_malformed_events_raise_with_a_reason():
 
 def test_snapshot_rows_from_real_get_states(recording):
     result = msgspec.json.encode(recording.initial_states)
-    rows = snapshot_state_rows(result, RECEIVED, "h")
+    rows = [row_as_dict("states", row) for row in snapshot_state_rows(result, RECEIVED, "h")]
     assert len(rows) == len(recording.initial_states) > 100
     assert {r["source"] for r in rows} == {"snapshot"}
     assert any(r["entity_id"] == "vacuum.0_ground_floor" for r in rows)
@@ -164,7 +170,7 @@ def test_history_rows_use_recorder_times():
     result = (b'{"sensor.t":[{"s":"20.5","a":{"unit_of_measurement":"\xc2\xb0C"},"lu":1795713782.123456},'
               b'{"s":"21","a":{},"lu":1795713790.5,"lc":1795713789.25}],"sensor.gone":[{"s":null,"a":{},'
               b'"lu":1795713791.0}]}')
-    rows = history_state_rows(result, RECEIVED, "h")
+    rows = [row_as_dict("states", row) for row in history_state_rows(result, RECEIVED, "h")]
     assert [r["last_updated"] for r in rows] == ["2026-11-26T17:23:02.123456+00:00",
                                                  "2026-11-26T17:23:10.500000+00:00",
                                                  "2026-11-26T17:23:11+00:00"]
@@ -176,8 +182,8 @@ def test_history_rows_use_recorder_times():
 
 
 def test_registry_rows_and_home_name(recording):
-    areas = registry_rows("areas", msgspec.json.encode(recording.results["config/area_registry/list"]), RECEIVED,
-                          7, "h")
+    areas = [row_as_dict("registry", row) for row in registry_rows(
+        "areas", msgspec.json.encode(recording.results["config/area_registry/list"]), RECEIVED, 7, "h")]
     assert {r["item_id"] for r in areas} >= {"living_room", "kitchen"}
     assert all(r["snapshot_seq"] == 7 and r["kind"] == "areas" for r in areas)
     assert home_from_config(msgspec.json.encode(recording.results["get_config"])) == "maple_house"
