@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from ha_ingestor_live.lake_schema import STATES
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource, WarehouseResource
@@ -349,3 +350,22 @@ def test_assertions_fail_on_broken_data_and_block_the_snapshot(fixture_lake, tmp
     # blocking checks: the readers' snapshot is not published from failing models
     assert SNAPSHOT_KEY not in {e.asset_key for e in result.get_asset_materialization_events()}
     assert not snapshot_path(database).exists()
+
+
+def test_the_shipped_instance_lets_one_run_at_a_time_write_the_warehouse(tmp_path, monkeypatch):
+    """Each SQL model sits in the duckdb pool, and both shipped instance files limit every pool to one."""
+    repo = Path(__file__).resolve().parents[2]
+    project = load_project(default_models_dir())
+    pools = {node.pool for assets in build_assets(project) for node in [assets.node_def]}
+    assert pools == {"duckdb"}
+    shipped, postgres = (yaml.safe_load((repo / name).read_text()) for name in ("dagster.yaml", "dagster-postgres.yaml"))
+    assert postgres["concurrency"] == shipped["concurrency"]
+    shutil.copy(repo / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        concurrency = instance.get_concurrency_config()
+        assert concurrency.pool_config.default_pool_limit == 1
+        assert concurrency.run_queue_config.max_concurrent_runs == 2
+    finally:
+        instance.dispose()
