@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 import orjson
 
-from ha_ingestor_live.client import HAConnection
+from ha_ingestor_live.client import HAConnection, HomeAssistantError
 
 
 class HomeAssistantSession:
@@ -24,7 +24,11 @@ class HomeAssistantSession:
         return orjson.loads(await self.call_raw(command, **params))
 
     async def call_raw(self, command: str, **params: Any) -> bytes:
-        return await self.connection.call(command, timeout=self.timeout_s, **params)
+        try:
+            return await self.connection.call(command, timeout=self.timeout_s, **params)
+        except TimeoutError:
+            raise HomeAssistantError(f"Home Assistant did not answer {command} within {self.timeout_s:.0f} s "
+                                     f"(command_timeout_s)") from None
 
 
 class HomeAssistantResource(dg.ConfigurableResource):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,11 +12,11 @@ import polars as pl
 from ha_ingestor_live.normalize import home_from_config
 
 from .ha_resource import HomeAssistantSession
-from .transform import empty_frame, rows_frame, to_utc, with_consumption
+from .transform import empty_frame, from_millis, rows_frame, to_utc, with_consumption
 
 TYPES = ["mean", "min", "max", "last_reset", "state", "sum", "change"]
 IDS_PER_CALL = 100
-PROBES_IN_FLIGHT = 8
+EPOCH = "1970-01-01T00:00:00+00:00"
 
 
 @dataclass(frozen=True)
@@ -68,20 +67,37 @@ async def fetch(session: HomeAssistantSession, home: Home, period: Period, start
     return pl.concat(frames) if frames else empty_frame().drop("consumption", "meter_reset")
 
 
+async def months_before(session: HomeAssistantSession, statistic_ids: list[str],
+                        moment: dt.datetime) -> dict[str, list[dt.datetime]]:
+    """For each statistic with hourly rows before ``moment``, the starts of its months that have rows, newest
+    first: one small answer however many years HA holds.
+
+    HA rounds a ``month`` query to whole months of its own time zone, so a month listed here may hold rows
+    only after ``moment``. (``recorder/statistic_during_period`` cannot answer this: for a statistic that HA
+    compiles itself it also counts the short-term rows after ``end_time``, whatever ``end_time`` is.)
+    """
+    if not statistic_ids:
+        return {}
+    answer = await session.call("recorder/statistics_during_period", start_time=EPOCH, end_time=to_utc(moment),
+                                statistic_ids=statistic_ids, period="month", types=["mean", "sum", "state"])
+    return {statistic_id: sorted((from_millis(row["start"]) for row in rows), reverse=True)
+            for statistic_id, rows in answer.items() if rows}
+
+
 async def ids_with_rows_before(session: HomeAssistantSession, statistic_ids: list[str],
                                moment: dt.datetime) -> set[str]:
-    """Which statistics HA holds any hourly row for before ``moment`` (one aggregate query per statistic)."""
-    limit = asyncio.Semaphore(PROBES_IN_FLIGHT)
-
-    async def probe(statistic_id: str) -> bool:
-        async with limit:
-            answer = await session.call("recorder/statistic_during_period", statistic_id=statistic_id,
-                                        fixed_period={"end_time": to_utc(moment)},
-                                        types=["max", "mean", "min", "change"])
-        return any(value is not None for value in answer.values())
-
-    found = await asyncio.gather(*(probe(statistic_id) for statistic_id in statistic_ids))
-    return {statistic_id for statistic_id, has_rows in zip(statistic_ids, found, strict=True) if has_rows}
+    """Which statistics HA holds any hourly row for before ``moment``: the month query narrows it down,
+    an hourly query of the newest such month up to ``moment`` settles it."""
+    found = set()
+    for statistic_id, months in (await months_before(session, statistic_ids, moment)).items():
+        for month in months:
+            rows = await session.call("recorder/statistics_during_period", start_time=to_utc(month),
+                                      end_time=to_utc(moment), statistic_ids=[statistic_id], period="hour",
+                                      types=["mean", "sum", "state"])
+            if rows.get(statistic_id):
+                found.add(statistic_id)
+                break
+    return found
 
 
 async def window(session: HomeAssistantSession, home: Home, period: Period, start: dt.datetime,
@@ -110,19 +126,20 @@ async def history_before(session: HomeAssistantSession, home: Home, period: Peri
                          before: dt.datetime) -> AsyncIterator[pl.DataFrame]:
     """All the rows HA holds before ``before``, newest chunk first: years of hourly statistics.
 
-    Walks back one chunk at a time. After an empty chunk it asks HA whether any statistic has older
-    rows at all, so a gap (HA switched off for a month) does not end the import.
+    Walks back one chunk at a time down to the oldest month HA has rows in (asked once, up front), so a
+    gap (HA switched off for a month) neither ends the import nor keeps it walking back for ever.
     """
-    end = before
-    while True:
-        start = end - period.chunk
-        if period.history_limit is not None and start < before - period.history_limit:
-            start = before - period.history_limit
-        if start >= end:
+    if period.history_limit is not None:
+        oldest = before - period.history_limit
+    else:
+        months = await months_before(session, list(home.metadata), before)
+        if not months:
             return
+        oldest = min(min(starts) for starts in months.values())
+    end = before
+    while end > oldest:
+        start = max(end - period.chunk, oldest)
         rows = await window(session, home, period, start, end)
         if rows.height:
             yield rows
-        elif period.history_limit is not None or not await ids_with_rows_before(session, list(home.metadata), start):
-            return
         end = start

@@ -118,3 +118,8 @@ def with_consumption(frame: pl.DataFrame, known_prior: set[str] | frozenset[str]
 
 def to_utc(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat()
+
+
+def from_millis(millis: int) -> dt.datetime:
+    """HA's statistics times (unix milliseconds) as UTC datetimes."""
+    return dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
