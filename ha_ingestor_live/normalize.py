@@ -36,6 +36,7 @@ Row = tuple[Any, ...]
 _ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?\+00:00")
 _NUMBER_START = frozenset("0123456789-+.")
 _NO_CONTEXT = Context()
+_EMPTY_OBJECT = b"{}"
 
 
 class MalformedMessage(ValueError):
@@ -74,11 +75,13 @@ def parse_number(state: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def event_id(event_type: str, time_fired: str, context_id: str | None, data: bytes) -> str:
+def event_id(event_type: str, time_fired: str, context_id: str | None, data: bytes | msgspec.Raw) -> str:
     """Deterministic id from the event's content: re-ingesting the same event gives the same id.
 
     SHA-1 (truncated to 128 bits) for speed, not secrecy: it is the fastest stdlib digest here."""
-    return hashlib.sha1(f"{event_type}\x1f{time_fired}\x1f{context_id or ''}\x1f".encode() + data).hexdigest()[:32]
+    digest = hashlib.sha1(f"{event_type}\x1f{time_fired}\x1f{context_id or ''}\x1f".encode())
+    digest.update(data)
+    return digest.hexdigest()[:32]
 
 
 def domain_of(entity_id: str) -> str:
@@ -96,7 +99,7 @@ def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, Row | No
     """The ``events`` row of one event and, for ``state_changed``, its ``states`` row."""
     context = event.context or _NO_CONTEXT
     time_fired = utc_iso(event.time_fired)
-    data = bytes(event.data) if event.data else b"{}"
+    data = event.data or _EMPTY_OBJECT  # HA's own bytes (a buffer into the frame), hashed and decoded as they are
     eid = event_id(event.event_type, event.time_fired, context.id, data)
     state: Row | None = None
     entity_id: str | None = None
@@ -108,7 +111,7 @@ def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, Row | No
         entity_id = change.entity_id
         state = state_changed_row(change.entity_id, change.old_state, change.new_state, time_fired,
                                   eid, received_at, home)
-    elif b'"entity_id"' in data:  # most events have none: skip the decode
+    elif b'"entity_id"' in bytes(data):  # most events have none: skip the decode
         try:
             found = event_entity_decoder.decode(data).entity_id
         except msgspec.DecodeError:
@@ -119,7 +122,7 @@ def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, Row | No
             entity_id = found[0]
     # EVENTS column order
     row = (home, eid, event.event_type, time_fired, event.origin, context.id, context.parent_id, context.user_id,
-           entity_id, data.decode(), received_at)
+           entity_id, str(data, "utf-8"), received_at)
     return row, state
 
 
