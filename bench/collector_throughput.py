@@ -495,7 +495,7 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
         # CPU seconds per thread from start to the last event processed (main = read loop)
         "thread_cpu_s": {name: round(seconds - threads_before.get(name, 0.0), 3)
                          for name, seconds in threads.items()
-                         if name in ("MainThread", "spool", "processor")},
+                         if name in ("MainThread", "spool", "processor", "committer")},
     }
     if sampler:
         rss = [value for at, value in sampler.samples]
