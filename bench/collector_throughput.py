@@ -16,8 +16,8 @@ Assistant's WebSocket protocol for the collector; it serves real event shapes fr
 recording, each event made unique (own time_fired / last_updated / context id), pre-encoded before
 the clock starts.
 
-    /tmp/hai-venv/bin/python bench/collector_throughput.py            # defaults: about 2 minutes
-    /tmp/hai-venv/bin/python bench/collector_throughput.py --help
+    .venv/bin/python bench/collector_throughput.py            # defaults: about 2 minutes
+    .venv/bin/python bench/collector_throughput.py --help
 """
 
 from __future__ import annotations

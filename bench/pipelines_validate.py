@@ -12,9 +12,9 @@ interpreter and imports included). The enrichment assets are materialised one no
 Dagster, with the project's definitions loaded before the clock starts (as a run's process loads its code
 location before it runs a step); their time includes Dagster's run machinery.
 
-    /tmp/hai-venv/bin/python bench/pipelines_validate.py                # 1,000,000 rows
-    /tmp/hai-venv/bin/python bench/pipelines_validate.py --rows 200000 --keep /tmp/bench-lake
-    /tmp/hai-venv/bin/python bench/pipelines_validate.py --keep /tmp/bench-lake --reuse --repeat 5
+    .venv/bin/python bench/pipelines_validate.py                # 1,000,000 rows
+    .venv/bin/python bench/pipelines_validate.py --rows 200000 --keep /tmp/bench-lake
+    .venv/bin/python bench/pipelines_validate.py --keep /tmp/bench-lake --reuse --repeat 5
 """
 
 from __future__ import annotations
