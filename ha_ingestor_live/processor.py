@@ -122,6 +122,8 @@ class Processor:
                         self._handle_event(subscription, message.id, message.event, received_at)
                     else:
                         self._handle(record, message, received_at)
+                        # a coalesced frame may hold the subscription's reply and then its first events
+                        subscription = self.subscriptions.get(str(record.conn))
                 except MalformedMessage as exc:
                     self.quarantine(received_at, "message", str(exc), raw or msgspec.json.encode(message))
                 except Exception as exc:  # a message we cannot handle must not stop the ones after it

@@ -356,9 +356,9 @@ def test_the_shipped_instance_lets_one_run_at_a_time_write_the_warehouse(tmp_pat
     """Each SQL model sits in the duckdb pool, and both shipped instance files limit every pool to one."""
     repo = Path(__file__).resolve().parents[2]
     project = load_project(default_models_dir())
-    pools = {node.pool for assets in build_assets(project) for node in [assets.node_def]}
-    assert pools == {"duckdb"}
-    shipped, postgres = (yaml.safe_load((repo / name).read_text()) for name in ("dagster.yaml", "dagster-postgres.yaml"))
+    assert {assets.node_def.pool for assets in build_assets(project)} == {"duckdb"}
+    shipped, postgres = (yaml.safe_load((repo / name).read_text())
+                         for name in ("dagster.yaml", "dagster-postgres.yaml"))
     assert postgres["concurrency"] == shipped["concurrency"]
     shutil.copy(repo / "dagster.yaml", tmp_path / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
