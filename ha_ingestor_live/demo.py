@@ -55,13 +55,13 @@ def summary(lake: Path) -> str:
     """What landed, queried the way a user would: DuckDB over the hive-partitioned Parquet."""
     con = duckdb.connect()
     lines = [f"\nLake at {lake.resolve()}:"]
-    for table in ("events", "states", "quarantine"):
+    for table in ("events", "states", "quarantine", "collector_sessions"):
         files = list((lake / table).rglob("*.parquet"))
         count = con.execute(f"SELECT count(*) FROM read_parquet('{lake}/{table}/**/*.parquet', "
                             "hive_partitioning=true)").fetchone()[0] if files else 0
-        lines.append(f"  {table:<11} {count:>8} rows in {len(files)} files")
+        lines.append(f"  {table:<18} {count:>8} rows in {len(files)} files")
     registry = sorted(p.name for p in (lake / "registry").iterdir()) if (lake / "registry").exists() else []
-    lines.append(f"  registry    {', '.join(registry)}")
+    lines.append(f"  {'registry':<18} {', '.join(registry)}")
     if list((lake / "states").rglob("*.parquet")):
         lines.append("\nState rows by source:")
         for source, n in con.execute(f"SELECT source, count(*) FROM read_parquet('{lake}/states/**/*.parquet', "
