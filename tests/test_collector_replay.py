@@ -97,10 +97,11 @@ def test_every_event_and_state_lands_exactly_once(recording, tmp_path):
     assert snapshots > 1
 
 
-def test_dropped_connection_is_backfilled_from_history(recording, tmp_path):
+def _collect_with_a_drop(recording, tmp_path: Path, **overrides) -> tuple[ReplayServer, Collector]:
+    """The whole recording, with the connection dropped 4 s in and refused for 2 s."""
     async def scenario():
         async with ReplayServer(recording, token=TOKEN, speed=20) as server:
-            collector = Collector(_settings(server.url, tmp_path))
+            collector = Collector(_settings(server.url, tmp_path, **overrides))
 
             async def drop_mid_stream():
                 await asyncio.sleep(4)
@@ -109,7 +110,11 @@ def test_dropped_connection_is_backfilled_from_history(recording, tmp_path):
             await _collect_while(server, collector, drop_mid_stream)
             return server, collector
 
-    server, collector = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_dropped_connection_is_backfilled_from_history(recording, tmp_path):
+    server, collector = _collect_with_a_drop(recording, tmp_path)
     lake = tmp_path / "lake"
     assert collector.reconnects >= 1 and len(server.all_clients) >= 2
     delivered = {json.dumps(e, sort_keys=True) for c in server.all_clients for _, e in c.sent}
@@ -138,18 +143,7 @@ def _sessions(lake: Path) -> list[dict]:
 
 
 def test_sessions_record_the_drop_its_gap_and_the_collectors_counters(recording, tmp_path):
-    async def scenario():
-        async with ReplayServer(recording, token=TOKEN, speed=20) as server:
-            collector = Collector(_settings(server.url, tmp_path, backfill_repeat_after_s=1.0))
-
-            async def drop_mid_stream():
-                await asyncio.sleep(4)
-                await server.drop_connections(refuse_for=2.0)
-
-            await _collect_while(server, collector, drop_mid_stream)
-            return server, collector
-
-    server, collector = asyncio.run(scenario())
+    server, collector = _collect_with_a_drop(recording, tmp_path, backfill_repeat_after_s=1.0)
     lake = tmp_path / "lake"
     first, second = _sessions(lake)
     collector_id = (tmp_path / "state" / "collector_id").read_text().strip()
