@@ -28,6 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ha_ingestor_live.durable_io import fsync_path
 from ha_ingestor_live.lake_schema import SCHEMAS
 
 from ..common.lake_files import (
@@ -83,7 +84,7 @@ def _compact_directory(location: str, directory: Path, quiet_seconds: float, now
     for part in superseded:
         part.path.unlink(missing_ok=True)
     if superseded:
-        _fsync_dir(directory)
+        fsync_path(directory)
         report.superseded_removed += len(superseded)
     sizes = {part.path: part.path.stat().st_size for part in live}
     report.files_before += len(live)
@@ -124,7 +125,7 @@ def _merge(location: str, directory: Path, collector_id: str, inputs: list[PartF
                     batch = []
             if batch:
                 writer.write_table(pa.concat_tables(batch), row_group_size=ROW_GROUP_ROWS)
-        _fsync_file(temp)
+        fsync_path(temp)
         written = pq.ParquetFile(temp).metadata.num_rows
         if written != expected:
             raise RuntimeError(f"compacting {directory}: wrote {written} rows, inputs hold {expected}")
@@ -133,25 +134,8 @@ def _merge(location: str, directory: Path, collector_id: str, inputs: list[PartF
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_dir(directory)
+    fsync_path(directory)
     for part in inputs:
         part.path.unlink(missing_ok=True)  # a concurrent compaction of the same day may have removed it
-    _fsync_dir(directory)
+    fsync_path(directory)
     return final, written
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
