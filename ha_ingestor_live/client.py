@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import itertools
 import time
 from collections.abc import Callable
@@ -22,6 +23,22 @@ from websockets.asyncio.client import ClientConnection
 from .messages import Envelope, frame_decoder
 
 FrameSink = Callable[[bytes, float], None]
+
+
+def _libc_memmem() -> Callable[[bytes, bytes], bool] | None:
+    try:
+        memmem = ctypes.CDLL(None).memmem
+    except (OSError, AttributeError):
+        return None
+    memmem.restype = ctypes.c_void_p
+    memmem.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    return lambda haystack, needle: memmem(haystack, len(haystack), needle, len(needle)) is not None
+
+
+# While a reply is awaited every frame is searched for it. Python's own search (``in``) crawls through
+# JSON (every '"' is a partial match) at about 100 MB/s; glibc's vectorised memmem is three to four times
+# faster, which matters when a burst of events queues ahead of a reply.
+contains: Callable[[bytes, bytes], bool] = _libc_memmem() or (lambda haystack, needle: needle in haystack)
 
 
 class HomeAssistantError(Exception):
@@ -114,8 +131,9 @@ class HAConnection:
             while True:
                 frame = await recv(decode=False)
                 on_frame(frame, time.time())
-                # only frames holding a reply need routing (every reply has one of these keys' values)
-                if (self._pending or self._pong is not None) and (b'"result"' in frame or b'"pong"' in frame):
+                # only frames holding an awaited reply need routing (every reply has one of these values)
+                if (self._pending and contains(frame, b'"result"')) or (
+                        self._pong is not None and contains(frame, b'"pong"')):
                     self._route(frame)
         except websockets.ConnectionClosed as exc:
             raise ConnectionLost(f"connection closed (code {exc.rcvd.code if exc.rcvd else 'none'})") from exc

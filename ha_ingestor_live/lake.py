@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .durable_io import fsync_path, write_json_atomically
-from .lake_schema import PARTITION_TIME, SCHEMAS, STATES, TIMESTAMP
+from .lake_schema import DICTIONARY_COLUMNS, PARTITION_TIME, SCHEMAS, STATES, TIMESTAMP
 from .normalize import Row, partition_date
 
 CHECKPOINT = "checkpoint.json"
@@ -114,6 +114,14 @@ class LakeWriter:
             batch = self._batches[(location, date)] = ColumnBatch(SCHEMAS[table_of(location)])
         return batch
 
+    def rows_of(self, location: str, date: str) -> list[Any]:
+        """The flat value list of ``batch(location, date)``, for a hot path that extends it with whole rows
+        in schema order itself (skipping ``ColumnBatch.add``'s width check)."""
+        batch = self._batches.get((location, date))
+        if batch is None:
+            batch = self._batches[(location, date)] = ColumnBatch(SCHEMAS[table_of(location)])
+        return batch.values
+
     def add(self, location: str, row: Row, size: int = 0) -> None:
         """Buffer a row (values in schema order); ``size`` (its big text, roughly) counts toward
         ``buffered_bytes``."""
@@ -160,7 +168,8 @@ class LakeWriter:
             directory.mkdir(parents=True, exist_ok=True)
             final = directory / f"part-{sealed.first_seq:012d}-{through_seq:012d}-{self.writer_id}.parquet"
             temp = final.with_name(final.name + ".tmp")
-            pq.write_table(table, temp, compression=self.compression)
+            pq.write_table(table, temp, compression=self.compression,
+                           use_dictionary=DICTIONARY_COLUMNS[table_of(location)])
             fsync_path(temp)
             renames.append((str(temp), str(final)))
             result.rows[location] = result.rows.get(location, 0) + table.num_rows

@@ -92,6 +92,15 @@ SCHEMAS: dict[str, pa.Schema] = {
 PARTITION_TIME = {"events": "time_fired", "states": "last_updated", "registry": "snapshot_at",
                   "quarantine": "received_at", "collector_sessions": "connected_at"}
 
+# Parquet dictionary encoding for the columns with few distinct values only: on ids, timestamps and JSON
+# text it is tried, overflows and is dropped, which costs time and bytes (a storage detail, not the contract)
+DICTIONARY_COLUMNS = {
+    table: [name for name in schema.names
+            if name in {"home", "kind", "event_type", "origin", "domain", "entity_id", "state", "old_state",
+                        "source", "context_user_id", "stage", "collector_id", "ha_version"}]
+    for table, schema in SCHEMAS.items()
+}
+
 
 def row_from(table: str, values: dict[str, Any]) -> tuple[Any, ...]:
     """A row as the writer takes it (values in schema order) from values by column name."""

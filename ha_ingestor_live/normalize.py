@@ -8,18 +8,17 @@ the column to ``timestamp[us, UTC]`` at commit). Times are HA's own: ``time_fire
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
 import re
 from typing import Any
 
 import msgspec
+from xxhash import xxh3_128_hexdigest
 
 from .messages import (
     Context,
     Event,
     HistoryRow,
-    OldState,
     StateObject,
     any_decoder,
     event_decoder,
@@ -34,6 +33,7 @@ from .messages import (
 Row = tuple[Any, ...]
 
 _ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?\+00:00")
+_is_utc_iso = _ISO_UTC.fullmatch
 _NUMBER_START = frozenset("0123456789-+.")
 _NO_CONTEXT = Context()
 _EMPTY_OBJECT = b"{}"
@@ -45,7 +45,7 @@ class MalformedMessage(ValueError):
 
 def utc_iso(value: str) -> str:
     """HA's timestamp string as ISO UTC with ``+00:00``; other offsets are converted."""
-    if _ISO_UTC.fullmatch(value):
+    if _is_utc_iso(value):
         return value
     try:
         parsed = dt.datetime.fromisoformat(value)
@@ -78,10 +78,8 @@ def parse_number(state: str | None) -> float | None:
 def event_id(event_type: str, time_fired: str, context_id: str | None, data: bytes | msgspec.Raw) -> str:
     """Deterministic id from the event's content: re-ingesting the same event gives the same id.
 
-    SHA-1 (truncated to 128 bits) for speed, not secrecy: it is the fastest stdlib digest here."""
-    digest = hashlib.sha1(f"{event_type}\x1f{time_fired}\x1f{context_id or ''}\x1f".encode())
-    digest.update(data)
-    return digest.hexdigest()[:32]
+    XXH3-128 for speed, not secrecy (a quarter of SHA-1's cost on the collector's hot path)."""
+    return xxh3_128_hexdigest(f"{event_type}\x1f{time_fired}\x1f{context_id or ''}\x1f".encode() + data)
 
 
 def domain_of(entity_id: str) -> str:
@@ -96,22 +94,32 @@ def decode_event(raw: bytes) -> Event:
 
 
 def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, Row | None]:
-    """The ``events`` row of one event and, for ``state_changed``, its ``states`` row."""
+    """The ``events`` row of one event and, for ``state_changed``, its ``states`` row.
+
+    Every live event passes here: it is written flat, without helper calls, for speed."""
     context = event.context or _NO_CONTEXT
-    time_fired = utc_iso(event.time_fired)
+    event_type, raw_time, context_id = event.event_type, event.time_fired, context.id
+    time_fired = raw_time if _is_utc_iso(raw_time) else utc_iso(raw_time)
     data = event.data or _EMPTY_OBJECT  # HA's own bytes (a buffer into the frame), hashed and decoded as they are
-    eid = event_id(event.event_type, event.time_fired, context.id, data)
+    eid = xxh3_128_hexdigest(f"{event_type}\x1f{raw_time}\x1f{context_id or ''}\x1f".encode() + data)
+    text = str(data, "utf-8")
     state: Row | None = None
     entity_id: str | None = None
-    if event.event_type == "state_changed":
+    if event_type == "state_changed":
         try:
             change = state_changed_decoder.decode(data)
         except msgspec.DecodeError as exc:
             raise MalformedMessage(f"unexpected state_changed data: {exc}") from exc
-        entity_id = change.entity_id
-        state = state_changed_row(change.entity_id, change.old_state, change.new_state, time_fired,
-                                  eid, received_at, home)
-    elif b'"entity_id"' in bytes(data):  # most events have none: skip the decode
+        entity_id, old, new = change.entity_id, change.old_state, change.new_state
+        if new is None:  # a removal, kept with a null state at time_fired
+            old_context = (old.context if old else None) or _NO_CONTEXT
+            # STATES column order
+            state = (home, entity_id, entity_id.partition(".")[0], None, None, None, time_fired, time_fired, None,
+                     old.state if old else None, old_context.id, old_context.parent_id, old_context.user_id,
+                     "live", eid, received_at)
+        else:
+            state = state_row(new, "live", received_at, home, eid, old.state if old else None, time_fired)
+    elif '"entity_id"' in text:  # most events have none: skip the decode
         try:
             found = event_entity_decoder.decode(data).entity_id
         except msgspec.DecodeError:
@@ -121,37 +129,29 @@ def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, Row | No
         elif isinstance(found, list) and len(found) == 1 and isinstance(found[0], str):
             entity_id = found[0]
     # EVENTS column order
-    row = (home, eid, event.event_type, time_fired, event.origin, context.id, context.parent_id, context.user_id,
-           entity_id, str(data, "utf-8"), received_at)
+    row = (home, eid, event_type, time_fired, event.origin, context_id, context.parent_id, context.user_id,
+           entity_id, text, received_at)
     return row, state
 
 
-def state_changed_row(entity_id: str, old: OldState | None, new: StateObject | None, time_fired: str,
-                      eid: str | None, received_at: str, home: str) -> Row:
-    """A ``states`` row; a removal (``new_state: null``) is kept with a null state at ``time_fired``."""
-    if new is None:
-        context = (old.context if old else None) or _NO_CONTEXT
-        # STATES column order
-        return (home, entity_id, domain_of(entity_id), None, None, None, time_fired, time_fired, None,
-                old.state if old else None, context.id, context.parent_id, context.user_id, "live", eid,
-                received_at)
-    return state_row(new, "live", received_at, home, eid=eid, old_state=old.state if old else None,
-                     time_fired=time_fired)
-
-
-def state_row(state: StateObject, source: str, received_at: str, home: str, *, eid: str | None = None,
+def state_row(state: StateObject, source: str, received_at: str, home: str, eid: str | None = None,
               old_state: str | None = None, time_fired: str | None = None) -> Row:
     context = state.context or _NO_CONTEXT
     entity_id = state.entity_id
     # HA's three times are usually the same string (and, live, the event's time_fired): validate each once
     raw_updated = state.last_updated
-    last_updated = time_fired if time_fired is not None and raw_updated == time_fired else utc_iso(raw_updated)
+    if raw_updated == time_fired:
+        last_updated = time_fired
+    else:
+        last_updated = raw_updated if _is_utc_iso(raw_updated) else utc_iso(raw_updated)
     last_changed = last_updated if state.last_changed == raw_updated else utc_iso(state.last_changed)
     reported = state.last_reported
     last_reported = (last_updated if reported == raw_updated else utc_iso(reported)) if reported else None
+    value = state.state
+    attributes = state.attributes
     # STATES column order
-    return (home, entity_id, entity_id.partition(".")[0], state.state, parse_number(state.state),
-            bytes(state.attributes).decode() if state.attributes else None, last_changed, last_updated, last_reported,
+    return (home, entity_id, entity_id.partition(".")[0], value, parse_number(value),
+            str(attributes, "utf-8") if attributes else None, last_changed, last_updated, last_reported,
             old_state, context.id, context.parent_id, context.user_id, source, eid, received_at)
 
 

@@ -17,7 +17,7 @@ import msgspec
 
 from .lake import STATE_ENTITY_ID, STATE_LAST_UPDATED, LakeWriter, iso_to_micros
 from .lake_schema import EVENTS, REGISTRY, STATES
-from .messages import Event, EventEnvelope, any_decoder, event_frame_decoder
+from .messages import EventEnvelope, any_decoder, event_frame_decoder
 from .normalize import (
     MalformedMessage,
     Row,
@@ -58,6 +58,7 @@ CONTROL_TYPES = frozenset({"pong", "auth_required", "auth_ok", "auth_invalid"})
 EVENT_TIME_FIRED, EVENT_DATA = EVENTS.names.index("time_fired"), EVENTS.names.index("data")
 STATE_ATTRIBUTES = STATES.names.index("attributes")
 REGISTRY_DATA = REGISTRY.names.index("data")
+_NO_RAW_TEXTS: dict[int, bytes] = {}
 
 
 def _utc_iso(unix: float) -> str:
@@ -116,20 +117,23 @@ class Processor:
             self._remember_command(record)
         else:
             subscription = self.subscriptions.get(str(record.conn))
-            for message, raw in self._messages(record, received_at):
+            messages, raw_texts = self._messages(record, received_at)
+            handle_event = self._handle_event
+            for message in messages:
                 try:
                     if message.type == "event":
-                        self._handle_event(subscription, message.id, message.event, received_at)
+                        handle_event(subscription, message, received_at)
                     else:
                         self._handle(record, message, received_at)
                         # a coalesced frame may hold the subscription's reply and then its first events
                         subscription = self.subscriptions.get(str(record.conn))
                 except MalformedMessage as exc:
-                    self.quarantine(received_at, "message", str(exc), raw or msgspec.json.encode(message))
+                    self.quarantine(received_at, "message", str(exc),
+                                    raw_texts.get(id(message)) or msgspec.json.encode(message))
                 except Exception as exc:  # a message we cannot handle must not stop the ones after it
                     log.exception("could not process a message of spool record %d", record.seq)
                     self.quarantine(received_at, "message", f"processing error: {exc!r}",
-                                    raw or msgspec.json.encode(message))
+                                    raw_texts.get(id(message)) or msgspec.json.encode(message))
         self.processed_seq = record.seq
 
     def quarantine(self, received_at: str, stage: str, reason: str, raw: bytes) -> None:
@@ -152,28 +156,32 @@ class Processor:
             kept = {k: v for k, v in command.items() if k != "entity_ids"}
             self.pending[f"{record.conn}:{command['id']}"] = kept
 
-    def _messages(self, record: SpoolRecord, received_at: str) -> list[tuple[EventEnvelope, bytes | None]]:
-        """The frame's messages, events already typed; what does not parse is quarantined here, message by
-        message (the raw text kept), and the rest of the frame goes on."""
+    def _messages(self, record: SpoolRecord, received_at: str) -> tuple[list[EventEnvelope], dict[int, bytes]]:
+        """The frame's messages, events already typed, and the raw text of those that had to be parsed one
+        by one (by ``id()``); what does not parse is quarantined here, message by message (the raw text
+        kept), and the rest of the frame goes on."""
         try:
             decoded = event_frame_decoder.decode(record.payload)
-            return [(m, None) for m in decoded] if isinstance(decoded, list) else [(decoded, None)]
+            return (decoded if isinstance(decoded, list) else [decoded]), _NO_RAW_TEXTS
         except msgspec.DecodeError as exc:
             first_error = str(exc)
         try:
             parsed = any_decoder.decode(record.payload)
         except msgspec.DecodeError:
             self.quarantine(received_at, "frame", f"invalid JSON: {first_error}", record.payload)
-            return []
-        messages = []
+            return [], _NO_RAW_TEXTS
+        messages, raw_texts = [], {}
         for item in parsed if isinstance(parsed, list) else [parsed]:
             raw = msgspec.json.encode(item)
             try:
-                messages.append((msgspec.json.decode(raw, type=EventEnvelope), raw))
+                message = msgspec.json.decode(raw, type=EventEnvelope)
             except msgspec.DecodeError as exc:
                 what = "event" if isinstance(item, dict) and item.get("type") == "event" else "message"
                 self.quarantine(received_at, "frame", f"unexpected {what} shape: {exc}", raw)
-        return messages
+                continue
+            messages.append(message)
+            raw_texts[id(message)] = raw
+        return messages, raw_texts
 
     def _handle(self, record: SpoolRecord, message: EventEnvelope, received_at: str) -> None:
         if message.type == "result":
@@ -183,36 +191,36 @@ class Processor:
         elif message.type not in CONTROL_TYPES:
             raise MalformedMessage(f"unknown message type {message.type!r}")
 
-    def _handle_event(self, subscription: int | None, message_id: int | None, event: Event | None,
-                      received_at: str) -> None:
-        """The hot path: every live event passes here (the lake's batches append whole rows at once)."""
+    def _handle_event(self, subscription: int | None, message: EventEnvelope, received_at: str) -> None:
+        """The hot path: every live event passes here."""
+        event = message.event
         if event is None:
             raise MalformedMessage("event message without an event")
-        if message_id != subscription:
-            raise MalformedMessage(f"event for unknown subscription id {message_id}")
+        if message.id != subscription:
+            raise MalformedMessage(f"event for unknown subscription id {message.id}")
         size = len(event.data)
         if size > self.max_message_bytes:
             raise MalformedMessage(f"event data of {size} bytes exceeds the {self.max_message_bytes}-byte limit")
         row, state = event_rows(event, received_at, self.home)
         time_fired = row[EVENT_TIME_FIRED]
         lake = self.lake
-        lake.batch("events", time_fired[:10]).add(row)
+        lake.rows_of("events", time_fired[:10]).extend(row)
         self.events_seen += 1
         if state is not None:
             entity_id, last_updated = state[STATE_ENTITY_ID], state[STATE_LAST_UPDATED]
-            previous = self.latest_state.get(entity_id)
-            if previous is None or last_updated > previous:
+            if last_updated > self.latest_state.get(entity_id, ""):
                 self.latest_state[entity_id] = last_updated
-            lake.batch("states", last_updated[:10]).add(state)
+            lake.rows_of("states", last_updated[:10]).extend(state)
             self.live_states_seen += 1
             attributes = state[STATE_ATTRIBUTES]
             if attributes:
                 size += len(attributes)
         lake.buffered_bytes += size
-        if self.last_event_time is None or time_fired > self.last_event_time:
+        if time_fired > (self.last_event_time or ""):
             self.last_event_time = time_fired
-        stale = REGISTRY_EVENTS.get(event.event_type)
-        if event.event_type == "call_service" and '"reload"' in row[EVENT_DATA]:
+        event_type = event.event_type
+        stale = REGISTRY_EVENTS.get(event_type)
+        if event_type == "call_service" and '"reload"' in row[EVENT_DATA]:
             call = any_decoder.decode(row[EVENT_DATA])
             if call.get("service") == "reload":
                 stale = RELOAD_SERVICE_DOMAINS.get(call.get("domain"))

@@ -23,6 +23,7 @@ MAGIC = b"HS"
 # magic, kind, conn, seq, received_at, payload length, crc32 of everything after the magic but the crc
 HEADER = struct.Struct("<2scQQdII")
 SEGMENT_BYTES = 64 * 1024 * 1024
+IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024)
 
 
 INBOUND = b"I"
@@ -52,10 +53,11 @@ class SpoolDamage:
     raw: bytes
 
 
-def encode_record(kind: bytes, conn: int, seq: int, received_at: float, payload: bytes) -> bytes:
+def record_header(kind: bytes, conn: int, seq: int, received_at: float, payload: bytes) -> bytes:
+    """The header that precedes ``payload`` in the spool (the record is header + payload)."""
     body = HEADER.pack(MAGIC, kind, conn, seq, received_at, len(payload), 0)[2:-4]
     crc = zlib.crc32(payload, zlib.crc32(body))
-    return MAGIC + body + crc.to_bytes(4, "little") + payload
+    return MAGIC + body + crc.to_bytes(4, "little")
 
 
 class Spool:
@@ -114,13 +116,17 @@ class Spool:
         """Append (kind, conn, received_at, payload) records; returns the last sequence number."""
         if self._file is None or self._segment_size >= self.segment_bytes:
             self.open_new_segment()
+        # headers and payloads go to the kernel as they are (writev): no copy of the frames into one blob
         chunks = []
+        seq = self.next_seq
         for kind, conn, received_at, payload in records:
-            chunks.append(encode_record(kind, conn, self.next_seq, received_at, payload))
-            self.next_seq += 1
-        blob = b"".join(chunks)
-        self._file.write(blob)
-        self._segment_size += len(blob)
+            chunks.append(record_header(kind, conn, seq, received_at, payload))
+            chunks.append(payload)
+            seq += 1
+        fd = self._file.fileno()
+        for start in range(0, len(chunks), IOV_MAX):
+            self._segment_size += _write_all(fd, chunks[start:start + IOV_MAX])
+        self.next_seq = seq
         if self.fsync is FsyncPolicy.BATCH or (
                 self.fsync is FsyncPolicy.INTERVAL and time.monotonic() - self._last_fsync >= self.fsync_interval_s):
             self._sync()
@@ -146,3 +152,14 @@ class Spool:
             self._sync()
             self._file.close()
             self._file = None
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> int:
+    """``os.writev`` every byte of ``chunks`` (finishing a partial write plainly); returns the byte count."""
+    total = sum(map(len, chunks))
+    written = os.writev(fd, chunks)
+    if written < total:
+        rest = memoryview(b"".join(chunks))[written:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
+    return total

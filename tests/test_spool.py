@@ -57,3 +57,26 @@ def test_segments_rotate_and_committed_ones_are_released(tmp_path):
     assert len(remaining) < len(segments)
     assert int(remaining[0].stem) <= 21 < int(remaining[1].stem), "only segments holding seq <= 20 go"
     assert [r.seq for r in Spool(tmp_path).read(20, [])] == list(range(21, 41))
+
+
+def test_a_batch_larger_than_one_writev_and_a_partial_write_are_both_whole(tmp_path, monkeypatch):
+    import os
+
+    from ha_ingestor_live import spool as spool_module
+
+    real_writev = os.writev
+    calls = []
+
+    def short_first_writev(fd, chunks):  # the kernel may write less than asked: the first call does
+        calls.append(len(chunks))
+        return real_writev(fd, chunks[:1]) if len(calls) == 1 else real_writev(fd, chunks)
+
+    monkeypatch.setattr(spool_module.os, "writev", short_first_writev)
+    spool = Spool(tmp_path, FsyncPolicy.BATCH)
+    spool.open_new_segment()
+    payloads = [f'{{"n":{i}}}'.encode() for i in range(3 * spool_module.IOV_MAX)]
+    assert spool.append_batch([(INBOUND, 1, 1000.0 + i, p) for i, p in enumerate(payloads)]) == len(payloads)
+    spool.close()
+    assert len(calls) > 1
+    damage = []
+    assert [r.payload for r in Spool(tmp_path).read(0, damage)] == payloads and damage == []
