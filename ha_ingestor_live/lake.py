@@ -114,14 +114,6 @@ class LakeWriter:
             batch = self._batches[(location, date)] = ColumnBatch(SCHEMAS[table_of(location)])
         return batch
 
-    def rows_of(self, location: str, date: str) -> list[Any]:
-        """The flat value list of ``batch(location, date)``, for a hot path that extends it with whole rows
-        in schema order itself (skipping ``ColumnBatch.add``'s width check)."""
-        batch = self._batches.get((location, date))
-        if batch is None:
-            batch = self._batches[(location, date)] = ColumnBatch(SCHEMAS[table_of(location)])
-        return batch.values
-
     def add(self, location: str, row: Row, size: int = 0) -> None:
         """Buffer a row (values in schema order); ``size`` (its big text, roughly) counts toward
         ``buffered_bytes``."""

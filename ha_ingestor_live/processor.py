@@ -204,13 +204,14 @@ class Processor:
         row, state = event_rows(event, received_at, self.home)
         time_fired = row[EVENT_TIME_FIRED]
         lake = self.lake
-        lake.rows_of("events", time_fired[:10]).extend(row)
+        # the row is in schema order by construction: extend the batch directly, without add()'s width check
+        lake.batch("events", time_fired[:10]).values.extend(row)
         self.events_seen += 1
         if state is not None:
             entity_id, last_updated = state[STATE_ENTITY_ID], state[STATE_LAST_UPDATED]
             if last_updated > self.latest_state.get(entity_id, ""):
                 self.latest_state[entity_id] = last_updated
-            lake.rows_of("states", last_updated[:10]).extend(state)
+            lake.batch("states", last_updated[:10]).values.extend(state)
             self.live_states_seen += 1
             attributes = state[STATE_ATTRIBUTES]
             if attributes:
