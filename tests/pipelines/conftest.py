@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 
 import pytest
+import time_machine
 
 from ha_ingestor_live.demo import collect_recording
+from ha_ingestor_live.replay_server import Recording, bundled_capture
+
+
+def recording_start() -> dt.datetime:
+    """When the bundled recording's first event fired (HA's clock)."""
+    first = Recording.load(bundled_capture()).events[0][1]["time_fired"]
+    return dt.datetime.fromisoformat(first)
+
+
+def collect_at(lake: Path, state: Path, collector_clock: dt.datetime) -> None:
+    """Collect the bundled recording with the collector's wall clock (receive times, snapshot times, session
+    records) starting at ``collector_clock``, so the lake is the same whatever day the suite runs on."""
+    with time_machine.travel(collector_clock, tick=True):
+        asyncio.run(collect_recording(lake, state))
 
 
 @pytest.fixture(scope="session")
 def fixture_lake(tmp_path_factory) -> Path:
-    """Lake root holding events, states, registry snapshots of the recorded Maple House (read-only: copy it
-    with shutil.copytree if a test writes derived tables into it)."""
+    """Lake root holding events, states, registry snapshots of the recorded Maple House, collected as if live
+    while it was recorded (read-only: copy it with shutil.copytree if a test writes derived tables into it)."""
     root = tmp_path_factory.mktemp("fixture_lake")
-    asyncio.run(collect_recording(root / "lake", root / "state"))
+    collect_at(root / "lake", root / "state", recording_start())
     return root / "lake"
