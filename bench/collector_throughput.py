@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 import psutil
 
-from ha_ingestor_live.cli import refuse_pandas
+from ha_ingestor.cli import refuse_pandas
 
 TOKEN = "bench-token"
 HA_VERSION = "2025.4.4"
@@ -208,7 +208,7 @@ class LoadServer:
 def server_main(pool_size: int, core: int | None, queue: Any, stop: Any) -> None:
     from websockets.asyncio.server import serve
 
-    from ha_ingestor_live.replay_server import Recording, bundled_capture
+    from ha_ingestor.replay_server import Recording, bundled_capture
 
     if core is not None:
         os.sched_setaffinity(0, {core})

@@ -41,8 +41,8 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ha_ingestor_live.demo import collect_recording  # noqa: E402
-from ha_ingestor_live.lake_schema import STATES  # noqa: E402
+from ha_ingestor.demo import collect_recording  # noqa: E402
+from ha_ingestor_lake.schema import STATES  # noqa: E402
 
 FILE_ROWS = 100_000  # the collector's default --flush-rows
 ENTITY_VARIANTS = 40

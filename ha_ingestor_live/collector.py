@@ -19,7 +19,7 @@ import msgspec
 import websockets
 
 from .client import AuthenticationFailed, CommandFailed, HAConnection, HomeAssistantError
-from .lake import LakeWriter
+from .lake_writer import LakeWriter
 from .messages import entity_ids_decoder
 from .metrics import serve_metrics
 from .processor import REGISTRY_COMMANDS, Processor

@@ -229,16 +229,3 @@ def registry_rows(kind: str, result: bytes, snapshot_at: str, snapshot_seq: int,
         key = next((str(item[k]) for k in keys if isinstance(item, dict) and item.get(k) is not None), None)
         rows.append(row(key, item))
     return rows
-
-
-def home_from_config(result: bytes) -> str | None:
-    """A lake-friendly home name from ``get_config``'s ``location_name`` ("Maple House" -> maple_house)."""
-    try:
-        name = any_decoder.decode(result).get("location_name")
-    except (msgspec.DecodeError, AttributeError):
-        return None
-    return slug(name) if isinstance(name, str) and name.strip() else None
-
-
-def slug(text: str) -> str:
-    return re.sub(r"\W+", "_", text.strip().lower()).strip("_") or "home"

@@ -15,15 +15,15 @@ from typing import Any
 
 import msgspec
 
-from .lake import STATE_ENTITY_ID, STATE_LAST_UPDATED, LakeWriter, iso_to_micros
-from .lake_schema import EVENTS, REGISTRY, STATES
+from ha_ingestor_lake.schema import EVENTS, REGISTRY, STATES, home_from_config
+
+from .lake_writer import STATE_ENTITY_ID, STATE_LAST_UPDATED, LakeWriter, iso_to_micros
 from .messages import EventEnvelope, any_decoder, event_frame_decoder
 from .normalize import (
     MalformedMessage,
     Row,
     event_rows,
     history_state_rows,
-    home_from_config,
     registry_rows,
     snapshot_state_rows,
 )

@@ -18,10 +18,9 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .durable_io import write_bytes_atomically
-from .lake_schema import COLLECTOR_SESSIONS
-
-TABLE = "collector_sessions"
+from ha_ingestor_lake.durable import write_bytes_atomically
+from ha_ingestor_lake.schema import COLLECTOR_SESSIONS
+from ha_ingestor_lake.schema import COLLECTOR_SESSIONS_LOCATION as TABLE
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from .lake import CommitResult, LakeWriter
+from .lake_writer import CommitResult, LakeWriter
 from .processor import Processor
 from .spool import Spool, SpoolRecord
 

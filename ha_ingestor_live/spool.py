@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from .durable_io import fsync_path
+from ha_ingestor_lake.durable import fsync_path
 
 MAGIC = b"HS"
 # magic, kind, conn, seq, received_at, payload length, crc32 of everything after the magic but the crc

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ha_ingestor_live.replay_server import Recording, ReplayServer, bundled_capture
+from ha_ingestor.replay_server import Recording, ReplayServer, bundled_capture
 
 TOKEN = "test-token"
 
@@ -70,7 +70,7 @@ def free_port() -> int:
 
 
 def collector_command(url: str, lake: Path, state: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "ha_ingestor_live", "collect", "--ha-url", url, "--token", TOKEN,
+    return [sys.executable, "-m", "ha_ingestor", "collect", "--ha-url", url, "--token", TOKEN,
             "--lake", str(lake), "--state-dir", str(state), "--metrics-port", "-1", "--backfill-delay", "0.2",
             *extra]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from ha_ingestor_live.client import contains, websocket_url
 
 

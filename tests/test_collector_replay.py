@@ -17,9 +17,9 @@ import duckdb
 import msgspec
 import pytest
 
+from ha_ingestor.replay_server import ReplayServer
 from ha_ingestor_live.collector import Collector, CollectorSettings
 from ha_ingestor_live.normalize import event_id
-from ha_ingestor_live.replay_server import ReplayServer
 
 from .conftest import TOKEN, collector_command, fired_state_keys, lake_query, start_collector
 

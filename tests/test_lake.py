@@ -7,8 +7,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from ha_ingestor_live.lake import INTENT, LakeWriter
-from ha_ingestor_live.lake_schema import TIMESTAMP, row_from
+from ha_ingestor_lake.schema import TIMESTAMP, row_from
+from ha_ingestor_live.lake_writer import INTENT, LakeWriter
 
 
 def _state(entity_id: str, last_updated: str, state: str = "1") -> tuple:
@@ -44,7 +44,7 @@ def test_interrupted_commit_is_finished_on_recovery(lake, tmp_path, monkeypatch)
     def crash(renames):
         raise SystemExit("killed between the intent and the renames")
 
-    monkeypatch.setattr("ha_ingestor_live.lake._apply_renames", crash)
+    monkeypatch.setattr("ha_ingestor_live.lake_writer._apply_renames", crash)
     with pytest.raises(SystemExit):
         lake.commit(9, {"home": "h", "marker": 1})
     monkeypatch.undo()

@@ -8,7 +8,8 @@ import json
 import msgspec
 import pytest
 
-from ha_ingestor_live.lake_schema import row_as_dict
+from ha_ingestor.replay_server import bundled_capture
+from ha_ingestor_lake.schema import home_from_config, row_as_dict
 from ha_ingestor_live.messages import frame_decoder
 from ha_ingestor_live.normalize import (
     MalformedMessage,
@@ -16,13 +17,11 @@ from ha_ingestor_live.normalize import (
     event_id,
     event_rows,
     history_state_rows,
-    home_from_config,
     parse_number,
     registry_rows,
     snapshot_state_rows,
     utc_iso,
 )
-from ha_ingestor_live.replay_server import bundled_capture
 
 RECEIVED = "2026-11-26T00:00:00+00:00"
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ha_ingestor_live.lake_schema import STATES
+from ha_ingestor_lake.schema import STATES
 from ha_ingestor_pipelines.definitions import defs
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ha_ingestor_live.lake import LakeWriter
+from ha_ingestor_live.lake_writer import LakeWriter
 from ha_ingestor_live.processor import Processor
 from ha_ingestor_live.spool import INBOUND, OUTBOUND, SpoolRecord
 

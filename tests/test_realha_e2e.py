@@ -96,7 +96,7 @@ def _pick_port() -> int:
 
 def _collector_command() -> list[str]:
     binary = Path(sys.executable).with_name("ha-ingestor")
-    return [str(binary)] if binary.exists() else [sys.executable, "-m", "ha_ingestor_live"]
+    return [str(binary)] if binary.exists() else [sys.executable, "-m", "ha_ingestor"]
 
 
 class HealthWatch(threading.Thread):

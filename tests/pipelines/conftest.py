@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import time_machine
 
-from ha_ingestor_live.demo import collect_recording
-from ha_ingestor_live.replay_server import Recording, bundled_capture
+from ha_ingestor.demo import collect_recording
+from ha_ingestor.replay_server import Recording, bundled_capture
 
 
 def recording_start() -> dt.datetime:

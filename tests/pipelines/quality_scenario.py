@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from ha_ingestor_live.lake_schema import COLLECTOR_SESSIONS, EVENTS, QUARANTINE, STATES
+from ha_ingestor_lake.schema import COLLECTOR_SESSIONS, EVENTS, QUARANTINE, STATES
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 
 # named like collector part files, which is what lake readers take

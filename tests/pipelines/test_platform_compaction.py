@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from ha_ingestor_pipelines.defs.common.lake_files import live_files, part_files, part_name, table_locations
+from ha_ingestor_lake.files import live_files, part_files, part_name, table_locations
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 from ha_ingestor_pipelines.defs.platform.assets import lake_compaction
 from ha_ingestor_pipelines.defs.platform.compaction import compact_date

@@ -52,7 +52,7 @@ def test_the_platform_collects_and_runs_the_pipelines_on_its_own(tmp_path):
                                                             "HA_INGESTOR_LAKE", "HA_INGESTOR_WAREHOUSE")}
     env.update(HA_INGESTOR_DAGSTER_PORT=str(free_port()), HA_INGESTOR_METRICS_PORT="-1")
     with open(log, "wb") as output:
-        platform = subprocess.Popen([sys.executable, "-m", "ha_ingestor_live.platform", "--speed", "40"],
+        platform = subprocess.Popen([sys.executable, "-m", "ha_ingestor", "run", "--platform", "--speed", "40"],
                                     cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
         line = wait_for(lambda: next((x for x in log.read_text().splitlines() if x.startswith("Dagster UI: ")), None),

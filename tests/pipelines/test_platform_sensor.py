@@ -8,7 +8,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from ha_ingestor_pipelines.defs.common.lake_files import PartFile, part_files, part_name, split_superseded
+from ha_ingestor_lake.files import PartFile, part_files, part_name, split_superseded
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 from ha_ingestor_pipelines.defs.platform.compaction import compact_date
 from ha_ingestor_pipelines.defs.platform.lake_changes import LakeCursor

@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from ha_ingestor_live.lake_schema import STATES
+from ha_ingestor_lake.schema import STATES
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 from ha_ingestor_pipelines.defs.lake import assets as lake_assets
 from ha_ingestor_pipelines.defs.quality import assets, checks

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from ha_ingestor_live.lake_schema import STATES
+from ha_ingestor_lake.schema import STATES
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource, WarehouseResource
 from ha_ingestor_pipelines.defs.sql_models.assets import SNAPSHOT_KEY, build_assets
 from ha_ingestor_pipelines.defs.sql_models.checks import build_checks

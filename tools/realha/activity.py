@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
@@ -279,7 +280,7 @@ class Gen:
             target = self.p.get("burst_number", "input_number.bench_value")
             t1 = time.time()
 
-            async def one(ci: int) -> None:
+            async def one(ci: int, kind: str = kind, per: int = per, target: str = target, n: int = n) -> None:
                 for k in range(per):
                     if kind == "set_value":
                         await self.send(ci, "call_service", domain="input_number", service="set_value",
@@ -311,7 +312,8 @@ class Gen:
         r = self.rng
         op = r.choice(["rename_entity", "move_device", "label_entity", "area_edit", "move_device"])
         if op == "rename_entity":
-            ents = [e for e in await self.call("config/entity_registry/list") if not self.exclude.search(e["entity_id"])]
+            ents = [e for e in await self.call("config/entity_registry/list")
+                    if not self.exclude.search(e["entity_id"])]
             e = r.choice(ents)
             name = None if r.random() < 0.3 else f"{self.text()[:30]} #{r.randint(1, 99)}"
             await self.call("config/entity_registry/update", entity_id=e["entity_id"], name=name)
@@ -421,10 +423,8 @@ class Gen:
     async def state_refresher(self) -> None:
         while time.time() < self.deadline:
             await asyncio.sleep(30)
-            try:
+            with contextlib.suppress(Exception):
                 await self.refresh_states(await self.client(0))
-            except Exception:  # noqa: BLE001
-                pass
 
 
 def main() -> None:

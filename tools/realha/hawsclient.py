@@ -6,10 +6,12 @@ this folder is run with the HA venv's python.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 
@@ -26,7 +28,7 @@ def default_token_file() -> str:
     """$HA_TOKEN_FILE, else the name env.sh uses: token-$HA_PROFILE-$HA_PORT.json."""
     if os.environ.get("HA_TOKEN_FILE"):
         return os.environ["HA_TOKEN_FILE"]
-    inst = os.environ.get("HA_INSTANCE") or "%s-%s" % (
+    inst = os.environ.get("HA_INSTANCE") or "{}-{}".format(
         os.environ.get("HA_PROFILE", "fixture"), os.environ.get("HA_PORT", "18123"))
     return os.path.join(default_dir(), f"token-{inst}.json")
 
@@ -87,7 +89,7 @@ class HAWS:
         self.errors: list[dict[str, Any]] = []
 
     # -- connection -------------------------------------------------------
-    async def connect(self) -> "HAWS":
+    async def connect(self) -> HAWS:
         self._session = aiohttp.ClientSession()
         try:
             return await self._connect()
@@ -97,7 +99,7 @@ class HAWS:
             await self._session.close()
             raise
 
-    async def _connect(self) -> "HAWS":
+    async def _connect(self) -> HAWS:
         assert self._session is not None
         self.ws = await self._session.ws_connect(
             self.ws_url, max_msg_size=self.max_msg_size, autoping=True, heartbeat=None
@@ -119,10 +121,8 @@ class HAWS:
         if self.ws is not None and not self.ws.closed:
             await self.ws.close()
         if self._reader is not None:
-            try:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._reader, 5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
-                pass
         if self._session is not None:
             await self._session.close()
 
@@ -231,7 +231,7 @@ async def wait_http(url: str, timeout: float = 300.0, path: str = "/api/onboardi
                 async with s.get(url + path, timeout=aiohttp.ClientTimeout(total=2)) as r:
                     if r.status < 500:
                         return time.monotonic() - t0
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             if time.monotonic() - t0 > timeout:
                 raise TimeoutError(f"{url} not up after {timeout}s")

@@ -226,7 +226,7 @@ async def setup_registry(info: dict, spec_path: str, wait_s: float = 90) -> None
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", default=os.environ.get("HA_URL", "http://127.0.0.1:%s" % os.environ.get("HA_PORT", "18123")))
+    p.add_argument("--url", default=os.environ.get("HA_URL", f"http://127.0.0.1:{os.environ.get('HA_PORT', '18123')}"))
     p.add_argument("--token-file", default=default_token_file())
     p.add_argument("--name", default="Owner")
     p.add_argument("--username", default="owner")

@@ -11,10 +11,9 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from ha_ingestor_live.lake_schema import COLLECTOR_SESSIONS, SCHEMAS
-from ha_ingestor_live.session_log import TABLE as SESSIONS_TABLE
-
-from .lake_files import COLLECTOR_OF_PART_PATH, live_files
+from ha_ingestor_lake.files import COLLECTOR_OF_PART_PATH, live_files
+from ha_ingestor_lake.schema import COLLECTOR_SESSIONS, SCHEMAS
+from ha_ingestor_lake.schema import COLLECTOR_SESSIONS_LOCATION as SESSIONS_TABLE
 
 
 class LakeResource(dg.ConfigurableResource):

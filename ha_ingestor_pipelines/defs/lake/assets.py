@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pyarrow as pa
 
-from ha_ingestor_live.lake_schema import COLLECTOR_SESSIONS, EVENTS, QUARANTINE, REGISTRY, STATES
+from ha_ingestor_lake.schema import COLLECTOR_SESSIONS, EVENTS, QUARANTINE, REGISTRY, STATES
 
 from ..common.lake_keys import LAKE_COLLECTOR_SESSIONS, LAKE_EVENTS, LAKE_QUARANTINE, LAKE_REGISTRY, LAKE_STATES
 

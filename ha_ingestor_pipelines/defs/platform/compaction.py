@@ -28,10 +28,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ha_ingestor_live.durable_io import fsync_path
-from ha_ingestor_live.lake_schema import SCHEMAS
-
-from ..common.lake_files import (
+from ha_ingestor_lake.durable import fsync_path
+from ha_ingestor_lake.files import (
     PartFile,
     date_directories,
     has_commit_in_flight,
@@ -40,6 +38,7 @@ from ..common.lake_files import (
     split_superseded,
     table_locations,
 )
+from ha_ingestor_lake.schema import SCHEMAS
 
 RAW_TABLES = ("events", "states", "registry", "quarantine")
 ROW_GROUP_ROWS = 128 * 1024

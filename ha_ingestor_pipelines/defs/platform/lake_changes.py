@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..common.lake_files import date_directories, part_files, split_superseded, table_locations
+from ha_ingestor_lake.files import date_directories, part_files, split_superseded, table_locations
 
 WATCHED_TABLES = ("events", "states", "registry")
 

@@ -24,7 +24,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import traverse_scope
 
-from ha_ingestor_live.lake_schema import SCHEMAS
+from ha_ingestor_lake.schema import SCHEMAS
 
 DIALECT = "duckdb"
 SOURCES_FILE = "sources.yml"

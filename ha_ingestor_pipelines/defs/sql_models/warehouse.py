@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ha_ingestor_live.lake_schema import SCHEMAS
+from ha_ingestor_lake.schema import SCHEMAS
 
 from .project import Assertion, Model, Source
 

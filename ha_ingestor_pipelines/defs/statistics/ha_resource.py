@@ -9,7 +9,6 @@ from typing import Any
 
 import dagster as dg
 import orjson
-
 from ha_ingestor_live.client import HAConnection, HomeAssistantError
 
 

@@ -9,7 +9,7 @@ from itertools import groupby
 
 import polars as pl
 
-from ha_ingestor_live.normalize import home_from_config
+from ha_ingestor_lake.schema import home_from_config
 
 from .ha_resource import HomeAssistantSession
 from .transform import empty_frame, from_millis, rows_frame, to_utc, with_consumption

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import duckdb
 
-from .collector import Collector, CollectorSettings
+from ha_ingestor_live.collector import Collector, CollectorSettings
+
 from .replay_server import Recording, ReplayServer, bundled_capture
 
 log = logging.getLogger(__name__)

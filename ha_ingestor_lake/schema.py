@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -80,6 +82,8 @@ COLLECTOR_SESSIONS = pa.schema([
     ("updated_at", TIMESTAMP),
 ])
 
+COLLECTOR_SESSIONS_LOCATION = "collector_sessions"
+
 SCHEMAS: dict[str, pa.Schema] = {
     "events": EVENTS,
     "states": STATES,
@@ -109,3 +113,16 @@ def row_from(table: str, values: dict[str, Any]) -> tuple[Any, ...]:
 
 def row_as_dict(table: str, row: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(SCHEMAS[table].names, row, strict=True))
+
+
+def home_from_config(result: bytes) -> str | None:
+    """A lake-friendly home name from ``get_config``'s ``location_name`` ("Maple House" -> maple_house)."""
+    try:
+        name = msgspec.json.decode(result).get("location_name")
+    except (msgspec.DecodeError, AttributeError):
+        return None
+    return slug(name) if isinstance(name, str) and name.strip() else None
+
+
+def slug(text: str) -> str:
+    return re.sub(r"\W+", "_", text.strip().lower()).strip("_") or "home"

@@ -20,8 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .durable_io import fsync_path, write_json_atomically
-from .lake_schema import DICTIONARY_COLUMNS, PARTITION_TIME, SCHEMAS, STATES, TIMESTAMP
+from ha_ingestor_lake.durable import fsync_path, write_json_atomically
+from ha_ingestor_lake.files import part_name
+from ha_ingestor_lake.schema import DICTIONARY_COLUMNS, PARTITION_TIME, SCHEMAS, STATES, TIMESTAMP
+
 from .normalize import Row, partition_date
 
 CHECKPOINT = "checkpoint.json"
@@ -158,7 +160,7 @@ class LakeWriter:
             table = batch.to_arrow()
             directory = self.root / location / f"date={date}"
             directory.mkdir(parents=True, exist_ok=True)
-            final = directory / f"part-{sealed.first_seq:012d}-{through_seq:012d}-{self.writer_id}.parquet"
+            final = directory / part_name(sealed.first_seq, through_seq, self.writer_id)
             temp = final.with_name(final.name + ".tmp")
             pq.write_table(table, temp, compression=self.compression,
                            use_dictionary=DICTIONARY_COLUMNS[table_of(location)])

@@ -114,25 +114,6 @@ def free_port(preferred: int) -> int:
     raise RuntimeError("no free port on 127.0.0.1")
 
 
-def collector_argv(args: argparse.Namespace) -> list[str]:
-    """The ``run`` options the user gave, for the collector child (the token travels in its environment)."""
-    from .cli import build_parser
-
-    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    argv = ["run"]
-    for action in commands.choices["run"]._actions:
-        if not action.option_strings or action.dest in ("help", "platform", "token", "token_file"):
-            continue
-        value = getattr(args, action.dest, action.default)
-        if value is None or value == action.default:
-            continue
-        if isinstance(action, argparse._StoreTrueAction):
-            argv.append(action.option_strings[-1])
-        else:
-            argv += [action.option_strings[-1], str(value)]
-    return argv
-
-
 def _executable(name: str, module: list[str]) -> list[str]:
     script = Path(sys.executable).with_name(name)
     return [str(script)] if script.exists() else [sys.executable, "-m", *module]
@@ -159,8 +140,9 @@ def _tail(path: Path | None, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def run_platform(args: argparse.Namespace) -> int:
-    """Run the collector (``args`` are ``ha-ingestor run``'s) with Dagster's webserver and daemon until stopped."""
+def run_platform(args: argparse.Namespace, collector_argv: list[str]) -> int:
+    """Run the collector (``ha-ingestor <collector_argv>``; ``args`` are ``ha-ingestor run``'s) with Dagster's
+    webserver and daemon until stopped."""
     token = Path(args.token_file).read_text().strip() if getattr(args, "token_file", None) else args.token
     own_home = bool(args.ha_url and token)
     home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
@@ -196,7 +178,7 @@ def run_platform(args: argparse.Namespace) -> int:
         dagster.append(Child("dagster-daemon", [*_executable("dagster-daemon", ["dagster._daemon"]), "run",
                                                 "-w", str(workspace)], env, logs / "daemon.log",
                              cwd=workspace.parent))
-        collector = Child("collector", [sys.executable, "-m", "ha_ingestor_live", *collector_argv(args)], env)
+        collector = Child("collector", [sys.executable, "-m", "ha_ingestor", *collector_argv], env)
         print(f"Dagster (DAGSTER_HOME={home}) starting on {url}; logs in {logs}", flush=True)
         if _wait_http(f"{url}/server_info", dagster, 180):
             print(f"Dagster UI: {url}  (runs start on their own as the collector commits data)", flush=True)
@@ -225,13 +207,3 @@ def run_platform(args: argparse.Namespace) -> int:
             signal.signal(signum, handler)
     return code
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m ha_ingestor_live.platform [run options]``, the same as ``ha-ingestor run --platform``."""
-    from .cli import build_parser
-
-    return run_platform(build_parser().parse_args(["run", *(sys.argv[1:] if argv is None else argv)]))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -34,7 +34,7 @@ ENTITY_COMMANDS = ("automation/config", "script/config")
 
 
 def bundled_capture() -> Path:
-    return Path(str(resources.files("ha_ingestor_live") / "data" / BUNDLED_CAPTURE))
+    return Path(str(resources.files("ha_ingestor") / "data" / BUNDLED_CAPTURE))
 
 
 _STATE_TIMES = ("last_changed", "last_updated", "last_reported")

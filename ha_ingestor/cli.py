@@ -11,9 +11,9 @@ import secrets
 import sys
 from pathlib import Path
 
-from .client import AuthenticationFailed
-from .collector import Collector, CollectorSettings
-from .spool import FsyncPolicy
+from ha_ingestor_live.client import AuthenticationFailed
+from ha_ingestor_live.collector import Collector, CollectorSettings
+from ha_ingestor_live.spool import FsyncPolicy
 
 DEFAULT_LAKE = "./data/lake"
 DEFAULT_STATE = "./data/collector"
@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.platform:
         from .platform import run_platform
 
-        return run_platform(args)
+        return run_platform(args, collector_argv(args))
     token = _token(args)
     if args.ha_url and token:
         return cmd_collect(args)
@@ -126,6 +126,23 @@ def cmd_replay_server(args: argparse.Namespace) -> int:
 
     return asyncio.run(serve_recording(Path(args.capture) if args.capture else None, args.token, args.speed,
                                        args.port))
+
+
+def collector_argv(args: argparse.Namespace) -> list[str]:
+    """The ``run`` options the user gave, for the collector child (the token travels in its environment)."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    argv = ["run"]
+    for action in commands.choices["run"]._actions:
+        if not action.option_strings or action.dest in ("help", "platform", "token", "token_file"):
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value is None or value == action.default:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            argv.append(action.option_strings[-1])
+        else:
+            argv += [action.option_strings[-1], str(value)]
+    return argv
 
 
 def build_parser() -> argparse.ArgumentParser:
