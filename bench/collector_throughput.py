@@ -59,6 +59,7 @@ log = logging.getLogger("bench")
 # Load server (runs in its own process)
 # --------------------------------------------------------------------------------------------
 
+
 def _iso(i: int) -> str:
     return (EVENT_DATE_BASE + dt.timedelta(microseconds=i)).isoformat()
 
@@ -143,8 +144,7 @@ class LoadServer:
                     result: bytes | None = b"null"
                 elif kind == "subscribe_events":
                     frames = self._frames(message_id, n, frame_size if coalesce else 1, coalesce)
-                    await ws.send(b'{"id":%d,"type":"result","success":true,"result":null}' % message_id,
-                                  text=True)
+                    await ws.send(b'{"id":%d,"type":"result","success":true,"result":null}' % message_id, text=True)
                     blaster = asyncio.create_task(self._blast(ws, frames, n, rate, commands))
                     continue
                 elif kind in ENTITY_COMMANDS:
@@ -153,11 +153,15 @@ class LoadServer:
                     result = self.results.get(kind)
                 if result is None:
                     code = b"not_found" if kind in ENTITY_COMMANDS else b"unknown_command"
-                    await ws.send(b'{"id":%d,"type":"result","success":false,"error":{"code":"%s",'
-                                  b'"message":"not in this recording"}}' % (message_id, code), text=True)
+                    await ws.send(
+                        b'{"id":%d,"type":"result","success":false,"error":{"code":"%s",'
+                        b'"message":"not in this recording"}}' % (message_id, code),
+                        text=True,
+                    )
                 else:
-                    await ws.send(b'{"id":%d,"type":"result","success":true,"result":%s}'
-                                  % (message_id, result), text=True)
+                    await ws.send(
+                        b'{"id":%d,"type":"result","success":true,"result":%s}' % (message_id, result), text=True
+                    )
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -169,10 +173,9 @@ class LoadServer:
         messages = [prefix + event + b"}" for event in self.pool[:n]]
         if not coalesce:
             return messages
-        return [b"[" + b",".join(messages[i:i + frame_size]) + b"]" for i in range(0, n, frame_size)]
+        return [b"[" + b",".join(messages[i : i + frame_size]) + b"]" for i in range(0, n, frame_size)]
 
-    async def _blast(self, ws: Any, frames: list[bytes], n: int, rate: float,
-                     commands: dict[str, int]) -> None:
+    async def _blast(self, ws: Any, frames: list[bytes], n: int, rate: float, commands: dict[str, int]) -> None:
         import websockets
 
         per_frame = n / len(frames)
@@ -196,13 +199,22 @@ class LoadServer:
             return
         finished = time.time()
         elapsed = finished - started
-        self.stats_queue.put({
-            "kind": "blast", "events": n, "frames": len(frames), "bytes": sent_bytes,
-            "first_send": started, "last_send": finished, "seconds": elapsed,
-            "events_per_s": n / elapsed if elapsed > 0 else float("inf"),
-            "server_cpu_s": time.process_time() - cpu0, "rate_target": rate, "max_behind_schedule_s": lag_max,
-            "commands_before_end": dict(commands),
-        })
+        self.stats_queue.put(
+            {
+                "kind": "blast",
+                "events": n,
+                "frames": len(frames),
+                "bytes": sent_bytes,
+                "first_send": started,
+                "last_send": finished,
+                "seconds": elapsed,
+                "events_per_s": n / elapsed if elapsed > 0 else float("inf"),
+                "server_cpu_s": time.process_time() - cpu0,
+                "rate_target": rate,
+                "max_behind_schedule_s": lag_max,
+                "commands_before_end": dict(commands),
+            }
+        )
 
 
 def server_main(pool_size: int, core: int | None, queue: Any, stop: Any) -> None:
@@ -220,12 +232,21 @@ def server_main(pool_size: int, core: int | None, queue: Any, stop: Any) -> None
     prepared = time.perf_counter() - started
 
     async def main() -> None:
-        async with serve(server.handle, "127.0.0.1", 0, max_size=None, compression=None, ping_interval=None,
-                         write_limit=1 << 20) as ws_server:
+        async with serve(
+            server.handle, "127.0.0.1", 0, max_size=None, compression=None, ping_interval=None, write_limit=1 << 20
+        ) as ws_server:
             port = ws_server.sockets[0].getsockname()[1]
-            queue.put({"kind": "ready", "port": port, "prepare_s": prepared, "pool": len(pool),
-                       "templates": len(templates), "pool_bytes": sum(map(len, pool)),
-                       "affinity": sorted(os.sched_getaffinity(0))})
+            queue.put(
+                {
+                    "kind": "ready",
+                    "port": port,
+                    "prepare_s": prepared,
+                    "pool": len(pool),
+                    "templates": len(templates),
+                    "pool_bytes": sum(map(len, pool)),
+                    "affinity": sorted(os.sched_getaffinity(0)),
+                }
+            )
             while not stop.is_set():
                 await asyncio.sleep(0.1)
 
@@ -235,6 +256,7 @@ def server_main(pool_size: int, core: int | None, queue: Any, stop: Any) -> None
 # --------------------------------------------------------------------------------------------
 # Helpers shared by the client-side pipelines
 # --------------------------------------------------------------------------------------------
+
 
 class CpuClock:
     """Process CPU seconds and wall seconds over a span."""
@@ -253,8 +275,9 @@ async def _handshake(ws: Any) -> None:
     assert hello["type"] == "auth_required", hello
     await ws.send(orjson.dumps({"type": "auth", "access_token": TOKEN}), text=True)
     assert orjson.loads(await ws.recv(decode=False))["type"] == "auth_ok"
-    await ws.send(orjson.dumps({"id": 1, "type": "supported_features", "features": {"coalesce_messages": 1}}),
-                  text=True)
+    await ws.send(
+        orjson.dumps({"id": 1, "type": "supported_features", "features": {"coalesce_messages": 1}}), text=True
+    )
     await ws.recv(decode=False)
     await ws.send(orjson.dumps({"id": 2, "type": "subscribe_events"}), text=True)
     reply = orjson.loads(await ws.recv(decode=False))
@@ -282,6 +305,7 @@ def _percentile(values: list[float], q: float) -> float:
 # Wire ceiling: receive frames, count them, nothing else
 # --------------------------------------------------------------------------------------------
 
+
 async def run_wire(url: str, n: int, frame_size: int) -> dict[str, Any]:
     import websockets
 
@@ -295,16 +319,30 @@ async def run_wire(url: str, n: int, frame_size: int) -> dict[str, Any]:
             await ws.recv(decode=False)
         t_end, cpu_end = time.time(), time.process_time()
     seconds = t_end - t_first
-    return {"events": n, "seconds": seconds, "events_per_s": n / seconds, "first_frame_bytes": len(first),
-            "cpu_us_per_event": (cpu_end - cpu_first) / n * 1e6, **clock.stop()}
+    return {
+        "events": n,
+        "seconds": seconds,
+        "events_per_s": n / seconds,
+        "first_frame_bytes": len(first),
+        "cpu_us_per_event": (cpu_end - cpu_first) / n * 1e6,
+        **clock.stop(),
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # Reference pipeline: the minimal honest client the collector is held against
 # --------------------------------------------------------------------------------------------
 
-REFERENCE_COLUMNS = ("event_type", "time_fired", "entity_id", "state", "attributes", "last_updated",
-                     "context_id", "data")
+REFERENCE_COLUMNS = (
+    "event_type",
+    "time_fired",
+    "entity_id",
+    "state",
+    "attributes",
+    "last_updated",
+    "context_id",
+    "data",
+)
 
 
 def _reference_write(lake: Path, columns: dict[str, list[Any]], part: int) -> int:
@@ -346,7 +384,8 @@ async def run_reference(url: str, n: int, lake: Path) -> dict[str, Any]:
     loads, dumps = orjson.loads, orjson.dumps
     columns: dict[str, list[Any]] = {name: [] for name in REFERENCE_COLUMNS}
     (event_type, time_fired, entity_id, state, attributes, last_updated, context_id, data) = (
-        columns[name].append for name in REFERENCE_COLUMNS)
+        columns[name].append for name in REFERENCE_COLUMNS
+    )
     received = buffered = part = files = 0
     t_first: float | None = None
     async with websockets.connect(url, max_size=None, compression=None, ping_interval=None) as ws:
@@ -392,13 +431,20 @@ async def run_reference(url: str, n: int, lake: Path) -> dict[str, Any]:
         t_end, cpu_end = time.time(), time.process_time()
         cpu = clock.stop()
     seconds = t_end - (t_first or t_end)
-    return {"events": received, "seconds": seconds, "events_per_s": received / seconds, "files": files,
-            "cpu_us_per_event": (cpu_end - cpu_first) / received * 1e6, **cpu}
+    return {
+        "events": received,
+        "seconds": seconds,
+        "events_per_s": received / seconds,
+        "files": files,
+        "cpu_us_per_event": (cpu_end - cpu_first) / received * 1e6,
+        **cpu,
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # The collector
 # --------------------------------------------------------------------------------------------
+
 
 class RssSampler(threading.Thread):
     def __init__(self, interval: float = 0.2) -> None:
@@ -419,8 +465,9 @@ class RssSampler(threading.Thread):
         self.samples.append((time.time(), self.process.memory_info().rss))
 
 
-async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = False,
-                        flush_rows: int = 100_000, flush_mb: float | None = None) -> dict[str, Any]:
+async def run_collector(
+    url: str, n: int, work: Path, *, sample_rss: bool = False, flush_rows: int = 100_000, flush_mb: float | None = None
+) -> dict[str, Any]:
     from ha_ingestor_live.collector import Collector, CollectorSettings
     from ha_ingestor_live.spool import INBOUND
 
@@ -430,10 +477,17 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
     uss_before = me.memory_full_info().uss if sample_rss else 0
     if sampler:
         sampler.start()
-    settings = CollectorSettings(ha_url=url, token=TOKEN, lake=work / "lake", state_dir=work / "state",
-                                 metrics_port=None, backfill_delay_s=0, flush_rows=flush_rows,
-                                 **({"flush_bytes": int(flush_mb * (1 << 20))} if flush_mb else {}),
-                                 flush_interval_s=10)
+    settings = CollectorSettings(
+        ha_url=url,
+        token=TOKEN,
+        lake=work / "lake",
+        state_dir=work / "state",
+        metrics_port=None,
+        backfill_delay_s=0,
+        flush_rows=flush_rows,
+        **({"flush_bytes": int(flush_mb * (1 << 20))} if flush_mb else {}),
+        flush_interval_s=10,
+    )
     collector = Collector(settings)
     # Instrumentation: remember when the first event frame was received (the read loop's own
     # timestamp). One attribute test per frame; the collector binds sink.submit at session start.
@@ -483,29 +537,45 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
     latencies = list(stats.spool_latency)
     counts = processor.counts
     result: dict[str, Any] = {
-        "events": counts["events"], "states": counts["states"], "quarantined": counts["quarantined"],
-        "command_errors": counts["command_errors"], "reconnects": collector.reconnects,
-        "seconds": seconds, "events_per_s": n / seconds, "processed_s": t_processed - t_first,
-        "frames": stats.frames_submitted, "commits": stats.commits,
+        "events": counts["events"],
+        "states": counts["states"],
+        "quarantined": counts["quarantined"],
+        "command_errors": counts["command_errors"],
+        "reconnects": collector.reconnects,
+        "seconds": seconds,
+        "events_per_s": n / seconds,
+        "processed_s": t_processed - t_first,
+        "frames": stats.frames_submitted,
+        "commits": stats.commits,
         "rows_committed": dict(stats.rows_committed),
         "spool_latency_p50_ms": _percentile(latencies, 0.50) * 1000,
         "spool_latency_p99_ms": _percentile(latencies, 0.99) * 1000,
         "spool_latency_max_ms": max(latencies) * 1000 if latencies else float("nan"),
-        "latency_samples": len(latencies), "cpu_us_per_event": (cpu_end - cpu_first) / n * 1e6, **cpu,
+        "latency_samples": len(latencies),
+        "cpu_us_per_event": (cpu_end - cpu_first) / n * 1e6,
+        **cpu,
         # CPU seconds per thread from start to the last event processed (main = read loop)
-        "thread_cpu_s": {name: round(seconds - threads_before.get(name, 0.0), 3)
-                         for name, seconds in threads.items()
-                         if name in ("MainThread", "spool", "processor", "committer")},
+        "thread_cpu_s": {
+            name: round(seconds - threads_before.get(name, 0.0), 3)
+            for name, seconds in threads.items()
+            if name in ("MainThread", "spool", "processor", "committer")
+        },
     }
     if sampler:
         rss = [value for at, value in sampler.samples]
         steady = [value for at, value in sampler.samples if at >= t_first]
-        result.update({"uss_before_mb": uss_before / 2**20, "uss_final_mb": uss_final / 2**20,
-                       "rss_before_mb": rss_before / 2**20, "rss_peak_mb": max(rss) / 2**20,
-                       "rss_final_mb": rss[-1] / 2**20, "rss_samples": len(rss),
-                       "rss_median_streaming_mb": statistics.median(steady) / 2**20 if steady else None,
-                       "rss_series_mb": [(round(at - t_first, 2), round(value / 2**20, 1))
-                                         for at, value in sampler.samples]})
+        result.update(
+            {
+                "uss_before_mb": uss_before / 2**20,
+                "uss_final_mb": uss_final / 2**20,
+                "rss_before_mb": rss_before / 2**20,
+                "rss_peak_mb": max(rss) / 2**20,
+                "rss_final_mb": rss[-1] / 2**20,
+                "rss_samples": len(rss),
+                "rss_median_streaming_mb": statistics.median(steady) / 2**20 if steady else None,
+                "rss_series_mb": [(round(at - t_first, 2), round(value / 2**20, 1)) for at, value in sampler.samples],
+            }
+        )
     return result
 
 
@@ -513,30 +583,41 @@ async def run_collector(url: str, n: int, work: Path, *, sample_rss: bool = Fals
 # Verification
 # --------------------------------------------------------------------------------------------
 
+
 def verify_collector(lake: Path, n: int) -> dict[str, Any]:
     import duckdb
 
     con = duckdb.connect()
-    events, distinct = con.execute("select count(*), count(distinct event_id) "
-                                   f"from read_parquet('{lake}/events/**/*.parquet')").fetchone()
+    events, distinct = con.execute(
+        f"select count(*), count(distinct event_id) from read_parquet('{lake}/events/**/*.parquet')"
+    ).fetchone()
     states = con.execute(f"select count(*) from read_parquet('{lake}/states/**/*.parquet')").fetchone()[0]
     tmp = [str(p) for p in lake.rglob("*.tmp")]
     ok = events == n and distinct == n and not tmp
-    return {"ok": ok, "events_rows": events, "distinct_event_ids": distinct, "states_rows": states,
-            "stray_tmp_files": tmp}
+    return {
+        "ok": ok,
+        "events_rows": events,
+        "distinct_event_ids": distinct,
+        "states_rows": states,
+        "stray_tmp_files": tmp,
+    }
 
 
 def verify_reference(lake: Path, n: int) -> dict[str, Any]:
     import duckdb
 
-    rows, distinct = duckdb.connect().execute(
-        f"select count(*), count(distinct context_id) from read_parquet('{lake}/**/*.parquet')").fetchone()
+    rows, distinct = (
+        duckdb.connect()
+        .execute(f"select count(*), count(distinct context_id) from read_parquet('{lake}/**/*.parquet')")
+        .fetchone()
+    )
     return {"ok": rows == n and distinct == n, "rows": rows, "distinct_context_ids": distinct}
 
 
 # --------------------------------------------------------------------------------------------
 # Orchestration
 # --------------------------------------------------------------------------------------------
+
 
 def pin_self() -> tuple[int | None, int | None]:
     """Pin this process to one core and return (our core, the server's core)."""
@@ -568,32 +649,46 @@ def drain(queue: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=300_000, help="events per throughput run")
     parser.add_argument("--frame-size", type=int, default=50, help="messages per coalesced frame")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="reference and collector runs (alternating); medians are reported")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="reference and collector runs (alternating); medians are reported"
+    )
     parser.add_argument("--rate-for-rss", type=float, default=10_000, help="paced events/s for the RSS run")
     parser.add_argument("--rss-seconds", type=float, default=30, help="length of the paced RSS run (0: skip)")
     parser.add_argument("--min-ratio", type=float, default=0.80, help="required collector/reference ratio")
     parser.add_argument("--max-rss-mb", type=float, default=200, help="required peak RSS at the paced rate")
-    parser.add_argument("--flush-rows", type=int, default=100_000,
-                        help="what-if: the collector's flush_rows (the issue's setting is 100000)")
-    parser.add_argument("--flush-mb", type=float, default=None,
-                        help="what-if: the collector's flush_bytes in MB (default: the collector's own)")
-    parser.add_argument("--switch-interval", type=float, default=None,
-                        help="what-if: sys.setswitchinterval for this process (Python's default is 0.005 s)")
+    parser.add_argument(
+        "--flush-rows",
+        type=int,
+        default=100_000,
+        help="what-if: the collector's flush_rows (the issue's setting is 100000)",
+    )
+    parser.add_argument(
+        "--flush-mb",
+        type=float,
+        default=None,
+        help="what-if: the collector's flush_bytes in MB (default: the collector's own)",
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="what-if: sys.setswitchinterval for this process (Python's default is 0.005 s)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where lakes and spools go (a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the lakes and spools")
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and server to cores")
     parser.add_argument("--only", choices=("reference", "collector"), help="skip the other pipeline")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="result file (default bench/results/<timestamp>.json)")
+    parser.add_argument("--json", type=Path, default=None, help="result file (default bench/results/<timestamp>.json)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
 
     refuse_pandas()  # as `ha-ingestor collect` does in its own process
     if args.switch_interval is not None:
@@ -604,29 +699,41 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="hai-bench-", dir=args.workdir))
     ctx = mp.get_context("spawn")
     queue, stop = ctx.Queue(), ctx.Event()
-    server = ctx.Process(target=server_main, args=(pool_size, server_core, queue, stop), name="load-server",
-                         daemon=True)
+    server = ctx.Process(
+        target=server_main, args=(pool_size, server_core, queue, stop), name="load-server", daemon=True
+    )
     print(f"preparing {pool_size:,} unique events in the load server ...", flush=True)
     server.start()
     server_ps = psutil.Process(server.pid)
     report: dict[str, Any] = {
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
-                    "cpus": os.cpu_count(), "cpu_model": _cpu_model(),
-                    "client_core": client_core, "server_core": server_core,
-                    "client_affinity": sorted(os.sched_getaffinity(0)),
-                    "loadavg_at_start": os.getloadavg()},
-        "wire": [], "reference": [], "collector": [], "rss": None,
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "client_core": client_core,
+            "server_core": server_core,
+            "client_affinity": sorted(os.sched_getaffinity(0)),
+            "loadavg_at_start": os.getloadavg(),
+        },
+        "wire": [],
+        "reference": [],
+        "collector": [],
+        "rss": None,
     }
     try:
         ready = next_stat(queue, "ready", timeout=300)
         report["server"] = ready
         port = ready["port"]
-        print(f"load server pid {server.pid} on 127.0.0.1:{port}, affinity {ready['affinity']}, "
-              f"{ready['pool']:,} events ({ready['pool_bytes'] / ready['pool']:.0f} B avg) from "
-              f"{ready['templates']:,} recorded, prepared in {ready['prepare_s']:.1f} s; "
-              f"client affinity {report['machine']['client_affinity']}", flush=True)
+        print(
+            f"load server pid {server.pid} on 127.0.0.1:{port}, affinity {ready['affinity']}, "
+            f"{ready['pool']:,} events ({ready['pool_bytes'] / ready['pool']:.0f} B avg) from "
+            f"{ready['templates']:,} recorded, prepared in {ready['prepare_s']:.1f} s; "
+            f"client affinity {report['machine']['client_affinity']}",
+            flush=True,
+        )
         monitor = ContentionMonitor(client_core, server_core, server_ps)
 
         def url(n: int, rate: float = 0) -> str:
@@ -647,27 +754,42 @@ def main(argv: list[str] | None = None) -> int:
 
         def describe(result: dict[str, Any]) -> str:
             other = result["contention"]["other_on_client_core"]
-            verified = "" if "verify" not in result else (
-                ", verify ok" if result["verify"]["ok"] else ", verify FAILED")
-            return (f"{result['events_per_s']:,.0f} events/s in {result['seconds']:.2f} s, "
-                    f"{result['cpu_us_per_event']:.1f} CPU us/event"
-                    + ("" if other is None else f", other processes on the client core {other:.0%}")
-                    + verified)
+            verified = (
+                "" if "verify" not in result else (", verify ok" if result["verify"]["ok"] else ", verify FAILED")
+            )
+            return (
+                f"{result['events_per_s']:,.0f} events/s in {result['seconds']:.2f} s, "
+                f"{result['cpu_us_per_event']:.1f} CPU us/event"
+                + ("" if other is None else f", other processes on the client core {other:.0%}")
+                + verified
+            )
 
         # RSS first, in a fresh process heap (nothing else has allocated yet).
         if rss_events and args.only != "reference":
-            print(f"rss: collector paced at {args.rate_for_rss:,.0f} events/s for {args.rss_seconds:g} s ...",
-                  flush=True)
+            print(
+                f"rss: collector paced at {args.rate_for_rss:,.0f} events/s for {args.rss_seconds:g} s ...", flush=True
+            )
             run_dir = work / "rss"
-            result = measured("rss", run_collector(url(rss_events, args.rate_for_rss), rss_events, run_dir,
-                                                   sample_rss=True, flush_rows=args.flush_rows,
-                                                   flush_mb=args.flush_mb))
+            result = measured(
+                "rss",
+                run_collector(
+                    url(rss_events, args.rate_for_rss),
+                    rss_events,
+                    run_dir,
+                    sample_rss=True,
+                    flush_rows=args.flush_rows,
+                    flush_mb=args.flush_mb,
+                ),
+            )
             result["verify"] = verify_collector(run_dir / "lake", rss_events)
-            print(f"  peak RSS {result['rss_peak_mb']:.0f} MB, final {result['rss_final_mb']:.0f} MB, spool "
-                  f"latency p50 {result['spool_latency_p50_ms']:.2f} ms "
-                  f"p99 {result['spool_latency_p99_ms']:.2f} ms, "
-                  f"server sent {result['server']['events_per_s']:,.0f} ev/s, "
-                  f"verify {'ok' if result['verify']['ok'] else 'FAILED'}", flush=True)
+            print(
+                f"  peak RSS {result['rss_peak_mb']:.0f} MB, final {result['rss_final_mb']:.0f} MB, spool "
+                f"latency p50 {result['spool_latency_p50_ms']:.2f} ms "
+                f"p99 {result['spool_latency_p99_ms']:.2f} ms, "
+                f"server sent {result['server']['events_per_s']:,.0f} ev/s, "
+                f"verify {'ok' if result['verify']['ok'] else 'FAILED'}",
+                flush=True,
+            )
             _cleanup(run_dir, args.keep)
 
         # One-time lazy imports (pyarrow pulls in pandas on its first pa.array call) stay out of the timed runs.
@@ -680,20 +802,24 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(1, args.repeat + 1):
             if args.only != "collector":
                 run_dir = work / f"reference-{round_}"
-                result = measured("reference", run_reference(url(args.events) + "/api/websocket", args.events,
-                                                             run_dir))
+                result = measured("reference", run_reference(url(args.events) + "/api/websocket", args.events, run_dir))
                 result["verify"] = verify_reference(run_dir, args.events)
                 print(f"reference #{round_}: {describe(result)}", flush=True)
                 _cleanup(run_dir, args.keep)
             if args.only != "reference":
                 run_dir = work / f"collector-{round_}"
-                result = measured("collector", run_collector(url(args.events), args.events, run_dir,
-                                                             flush_rows=args.flush_rows,
-                                                             flush_mb=args.flush_mb))
+                result = measured(
+                    "collector",
+                    run_collector(
+                        url(args.events), args.events, run_dir, flush_rows=args.flush_rows, flush_mb=args.flush_mb
+                    ),
+                )
                 result["verify"] = verify_collector(run_dir / "lake", args.events)
-                print(f"collector #{round_}: {describe(result)}, spool latency p50 "
-                      f"{result['spool_latency_p50_ms']:.1f} ms p99 {result['spool_latency_p99_ms']:.1f} ms",
-                      flush=True)
+                print(
+                    f"collector #{round_}: {describe(result)}, spool latency p50 "
+                    f"{result['spool_latency_p50_ms']:.1f} ms p99 {result['spool_latency_p99_ms']:.1f} ms",
+                    flush=True,
+                )
                 _cleanup(run_dir, args.keep)
         report["machine"]["loadavg_at_end"] = os.getloadavg()
     finally:
@@ -766,9 +892,13 @@ class ContentionMonitor:
                 return None
             return max(0.0, (busy[core] - self.busy0[core] - own) / wall)
 
-        return {"wall_s": wall, "client_cpu_s": me, "server_cpu_s": server,
-                "other_on_client_core": other(client_core, me),
-                "other_on_server_core": other(server_core, server)}
+        return {
+            "wall_s": wall,
+            "client_cpu_s": me,
+            "server_cpu_s": server,
+            "other_on_client_core": other(client_core, me),
+            "other_on_server_core": other(server_core, server),
+        }
 
 
 def _cleanup(path: Path, keep: bool) -> None:
@@ -789,23 +919,35 @@ def summarize(report: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     col_cpu = _median(report["collector"], "cpu_us_per_event")
     rss = report["rss"]
     verified = all(run["verify"]["ok"] for key in ("reference", "collector") for run in report[key]) and (
-        rss is None or rss["verify"]["ok"])
+        rss is None or rss["verify"]["ok"]
+    )
     throughput_ok = ratio is None or ratio >= args.min_ratio
     rss_ok = rss is None or rss["rss_peak_mb"] < args.max_rss_mb
     return {
         "wire_events_per_s": _median(report["wire"], "events_per_s"),
-        "reference_events_per_s": ref, "collector_events_per_s": col, "ratio": ratio,
-        "reference_cpu_us_per_event": ref_cpu, "collector_cpu_us_per_event": col_cpu,
+        "reference_events_per_s": ref,
+        "collector_events_per_s": col,
+        "ratio": ratio,
+        "reference_cpu_us_per_event": ref_cpu,
+        "collector_cpu_us_per_event": col_cpu,
         "cpu_ratio": ref_cpu / col_cpu if ref_cpu and col_cpu else None,
         "collector_spool_latency_p50_ms": _median(report["collector"], "spool_latency_p50_ms"),
         "collector_spool_latency_p99_ms": _median(report["collector"], "spool_latency_p99_ms"),
         "paced_spool_latency_p50_ms": rss and rss["spool_latency_p50_ms"],
         "paced_spool_latency_p99_ms": rss and rss["spool_latency_p99_ms"],
-        "rss_peak_mb": rss and rss["rss_peak_mb"], "rss_final_mb": rss and rss["rss_final_mb"],
+        "rss_peak_mb": rss and rss["rss_peak_mb"],
+        "rss_final_mb": rss and rss["rss_final_mb"],
         "max_other_load_on_client_core": max(
-            (run["contention"]["other_on_client_core"] or 0.0 for key in ("reference", "collector")
-             for run in report[key]), default=None),
-        "verified": verified, "throughput_ok": throughput_ok, "rss_ok": rss_ok,
+            (
+                run["contention"]["other_on_client_core"] or 0.0
+                for key in ("reference", "collector")
+                for run in report[key]
+            ),
+            default=None,
+        ),
+        "verified": verified,
+        "throughput_ok": throughput_ok,
+        "rss_ok": rss_ok,
         "pass": verified and throughput_ok and rss_ok,
     }
 
@@ -814,63 +956,97 @@ def print_table(report: dict[str, Any], summary: dict[str, Any], args: argparse.
     machine = report["machine"]
     rounds = max(len(report["collector"]), len(report["reference"]))
     print()
-    print(f"== collector throughput: {args.events:,} events, frames of {args.frame_size} messages, "
-          f"{rounds} round(s), medians ==")
-    pinned = (f"client pinned to core {machine['client_core']}, load server to core {machine['server_core']}"
-              if machine["client_core"] is not None else "not pinned")
-    print(f"machine: {machine['cpu_model']}, {machine['cpus']} cpus, Python {machine['python']}; {pinned}; "
-          f"load average at start {machine['loadavg_at_start'][0]:.2f}")
+    print(
+        f"== collector throughput: {args.events:,} events, frames of {args.frame_size} messages, "
+        f"{rounds} round(s), medians =="
+    )
+    pinned = (
+        f"client pinned to core {machine['client_core']}, load server to core {machine['server_core']}"
+        if machine["client_core"] is not None
+        else "not pinned"
+    )
+    print(
+        f"machine: {machine['cpu_model']}, {machine['cpus']} cpus, Python {machine['python']}; {pinned}; "
+        f"load average at start {machine['loadavg_at_start'][0]:.2f}"
+    )
     rows = [("", "events/s", "each run", "CPU us/event", "client CPU")]
     for key in ("wire", "reference", "collector"):
         if report[key]:
             cpu = _median(report[key], "cpu_us_per_event")
-            rows.append((key, f"{_median(report[key], 'events_per_s'):,.0f}",
-                         " ".join(f"{run['events_per_s']:,.0f}" for run in report[key]),
-                         f"{cpu:.1f}" if cpu else "-", f"{_median(report[key], 'cpu_util'):.0%}"))
+            rows.append(
+                (
+                    key,
+                    f"{_median(report[key], 'events_per_s'):,.0f}",
+                    " ".join(f"{run['events_per_s']:,.0f}" for run in report[key]),
+                    f"{cpu:.1f}" if cpu else "-",
+                    f"{_median(report[key], 'cpu_util'):.0%}",
+                )
+            )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  " + "  ".join(cell.ljust(widths[i]) if i in (0, 2) else cell.rjust(widths[i])
-                               for i, cell in enumerate(row)))
+        print(
+            "  "
+            + "  ".join(cell.ljust(widths[i]) if i in (0, 2) else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        )
     print()
     if summary["ratio"] is not None:
         verdict = "ok" if summary["throughput_ok"] else "BELOW TARGET"
-        print(f"  collector / reference             {summary['ratio']:.2f}  "
-              f"(target >= {args.min_ratio:.2f}: {verdict}; by CPU per event {summary['cpu_ratio']:.2f})")
+        print(
+            f"  collector / reference             {summary['ratio']:.2f}  "
+            f"(target >= {args.min_ratio:.2f}: {verdict}; by CPU per event {summary['cpu_ratio']:.2f})"
+        )
     if report["collector"]:
-        print(f"  spool latency, full speed         p50 {summary['collector_spool_latency_p50_ms']:.1f} ms, "
-              f"p99 {summary['collector_spool_latency_p99_ms']:.1f} ms  "
-              f"(receipt -> durable spool, per frame)")
+        print(
+            f"  spool latency, full speed         p50 {summary['collector_spool_latency_p50_ms']:.1f} ms, "
+            f"p99 {summary['collector_spool_latency_p99_ms']:.1f} ms  "
+            f"(receipt -> durable spool, per frame)"
+        )
     rss = report["rss"]
     if rss:
         rate = f"{args.rate_for_rss:,.0f} ev/s"
         verdict = "ok" if summary["rss_ok"] else "ABOVE LIMIT"
-        print(f"  spool latency, {rate:<19}p50 {rss['spool_latency_p50_ms']:.2f} ms, "
-              f"p99 {rss['spool_latency_p99_ms']:.2f} ms")
-        print(f"  RSS at {rate} for {args.rss_seconds:g} s{'':<{max(0, 7 - len(f'{args.rss_seconds:g}'))}}"
-              f"peak {rss['rss_peak_mb']:.0f} MB, final {rss['rss_final_mb']:.0f} MB, "
-              f"after imports {rss['rss_before_mb']:.0f} MB  (limit < {args.max_rss_mb:g} MB: {verdict})")
-        print(f"  paced run                         server kept {rss['server']['events_per_s']:,.0f} ev/s, "
-              f"collector CPU {rss['cpu_util']:.0%} of a core, {rss['cpu_us_per_event']:.1f} us/event, "
-              f"USS {rss['uss_before_mb']:.0f} -> {rss['uss_final_mb']:.0f} MB")
+        print(
+            f"  spool latency, {rate:<19}p50 {rss['spool_latency_p50_ms']:.2f} ms, "
+            f"p99 {rss['spool_latency_p99_ms']:.2f} ms"
+        )
+        print(
+            f"  RSS at {rate} for {args.rss_seconds:g} s{'':<{max(0, 7 - len(f'{args.rss_seconds:g}'))}}"
+            f"peak {rss['rss_peak_mb']:.0f} MB, final {rss['rss_final_mb']:.0f} MB, "
+            f"after imports {rss['rss_before_mb']:.0f} MB  (limit < {args.max_rss_mb:g} MB: {verdict})"
+        )
+        print(
+            f"  paced run                         server kept {rss['server']['events_per_s']:,.0f} ev/s, "
+            f"collector CPU {rss['cpu_util']:.0%} of a core, {rss['cpu_us_per_event']:.1f} us/event, "
+            f"USS {rss['uss_before_mb']:.0f} -> {rss['uss_final_mb']:.0f} MB"
+        )
     if report["collector"]:
         last = report["collector"][-1]
         threads = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in last["thread_cpu_s"].items())
         print(f"  collector threads (last run)      CPU {threads}")
-        print(f"  collector lake (last run)         {last['events']:,} events, {last['states']:,} states, "
-              f"{last['commits']} commits, {last['quarantined']} quarantined, "
-              f"{last['reconnects']} reconnects")
-    sends = ", ".join(f"{key} {_median([r['server'] for r in report[key]], 'events_per_s'):,.0f}"
-                      for key in ("wire", "reference", "collector") if report[key])
+        print(
+            f"  collector lake (last run)         {last['events']:,} events, {last['states']:,} states, "
+            f"{last['commits']} commits, {last['quarantined']} quarantined, "
+            f"{last['reconnects']} reconnects"
+        )
+    sends = ", ".join(
+        f"{key} {_median([r['server'] for r in report[key]], 'events_per_s'):,.0f}"
+        for key in ("wire", "reference", "collector")
+        if report[key]
+    )
     print(f"  load server send rate (ev/s)      {sends}  (bounded by the reader)")
-    print(f"  verification (duckdb)             {'ok' if summary['verified'] else 'FAILED'}  "
-          f"(rows == N, ids distinct, no stray temp files)")
+    print(
+        f"  verification (duckdb)             {'ok' if summary['verified'] else 'FAILED'}  "
+        f"(rows == N, ids distinct, no stray temp files)"
+    )
     print(f"  overall                           {'PASS' if summary['pass'] else 'FAIL'}")
     other = summary["max_other_load_on_client_core"]
     if other is not None and other > 0.05:
-        print(f"\nWARNING: other processes used up to {other:.0%} of the client's core during a run "
-              f"(load average {machine['loadavg_at_start'][0]:.1f} at start): events/s and the ratio measure "
-              "the neighbours too. CPU us/event is less affected; rerun on a quiet machine for the "
-              "wall-clock ratio.")
+        print(
+            f"\nWARNING: other processes used up to {other:.0%} of the client's core during a run "
+            f"(load average {machine['loadavg_at_start'][0]:.1f} at start): events/s and the ratio measure "
+            "the neighbours too. CPU us/event is less affected; rerun on a quiet machine for the "
+            "wall-clock ratio."
+        )
 
 
 if __name__ == "__main__":

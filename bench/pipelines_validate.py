@@ -70,9 +70,10 @@ def make_day(source_lake: Path, target_lake: Path, rows: int) -> str:
     first = real["last_updated"].min()
 
     replicas = pl.DataFrame({"copy": pl.int_range(copies, eager=True)})
-    shift = (pl.lit(day_start - first) + pl.col("copy").cast(pl.Int64) * pl.lit(step))
+    shift = pl.lit(day_start - first) + pl.col("copy").cast(pl.Int64) * pl.lit(step)
     day = (
-        real.join(replicas, how="cross").head(rows)
+        real.join(replicas, how="cross")
+        .head(rows)
         .with_columns(
             (pl.col("entity_id") + "_" + (pl.col("copy") % ENTITY_VARIANTS).cast(pl.String)).alias("entity_id"),
             *[(pl.col(c) + shift).alias(c) for c in ("last_changed", "last_updated", "last_reported", "received_at")],
@@ -85,33 +86,46 @@ def make_day(source_lake: Path, target_lake: Path, rows: int) -> str:
     n = day.height
     row = pl.int_range(n)
     day = day.with_columns(
-        ((row % int(1 / FAHRENHEIT_SHARE) == 0) & pl.col("attributes").str.contains('"°C"', literal=True))
-        .alias("_fahrenheit"),
+        ((row % int(1 / FAHRENHEIT_SHARE) == 0) & pl.col("attributes").str.contains('"°C"', literal=True)).alias(
+            "_fahrenheit"
+        ),
         ((row % int(1 / UNAVAILABLE_SHARE) == 1) & (pl.col("domain") == "sensor")).alias("_unavailable"),
         (row % int(1 / BROKEN_SHARE) == 2).alias("_broken"),
     )
     fahrenheit, unavailable, broken = pl.col("_fahrenheit"), pl.col("_unavailable"), pl.col("_broken")
     fahrenheit_value = (pl.col("state_num") * 9 / 5 + 32).round(1)
     day = day.with_columns(
-        pl.when(fahrenheit).then(pl.col("attributes").str.replace('"°C"', '"°F"', literal=True))
-        .when(broken).then(pl.col("attributes").str.slice(0, 20))
-        .otherwise(pl.col("attributes")).alias("attributes"),
-        pl.when(unavailable).then(None).when(fahrenheit).then(fahrenheit_value).otherwise(pl.col("state_num"))
+        pl.when(fahrenheit)
+        .then(pl.col("attributes").str.replace('"°C"', '"°F"', literal=True))
+        .when(broken)
+        .then(pl.col("attributes").str.slice(0, 20))
+        .otherwise(pl.col("attributes"))
+        .alias("attributes"),
+        pl.when(unavailable)
+        .then(None)
+        .when(fahrenheit)
+        .then(fahrenheit_value)
+        .otherwise(pl.col("state_num"))
         .alias("state_num"),
-        pl.when(unavailable).then(pl.lit("unavailable")).when(fahrenheit).then(fahrenheit_value.cast(pl.String))
-        .otherwise(pl.col("state")).alias("state"),
+        pl.when(unavailable)
+        .then(pl.lit("unavailable"))
+        .when(fahrenheit)
+        .then(fahrenheit_value.cast(pl.String))
+        .otherwise(pl.col("state"))
+        .alias("state"),
     ).drop("_fahrenheit", "_unavailable", "_broken")
     duplicates = day.gather_every(int(1 / DUPLICATE_SHARE)).with_columns(
-        pl.lit("backfill").alias("source"), pl.lit(None, pl.String).alias("event_id"),
-        pl.lit(None, pl.String).alias("context_id"))
+        pl.lit("backfill").alias("source"),
+        pl.lit(None, pl.String).alias("event_id"),
+        pl.lit(None, pl.String).alias("context_id"),
+    )
     day = pl.concat([day.head(n - duplicates.height), duplicates])
 
     out = target_lake / "states" / f"date={date.isoformat()}"
     out.mkdir(parents=True, exist_ok=True)
     table = day.sort("received_at").to_arrow().cast(STATES)
     for i, start in enumerate(range(0, table.num_rows, FILE_ROWS)):
-        pq.write_table(table.slice(start, FILE_ROWS), out / f"part-{i:012d}-{i:012d}-bench.parquet",
-                       compression="zstd")
+        pq.write_table(table.slice(start, FILE_ROWS), out / f"part-{i:012d}-{i:012d}-bench.parquet", compression="zstd")
     if (source_lake / "registry").is_dir():
         shutil.copytree(source_lake / "registry", target_lake / "registry", dirs_exist_ok=True)
         register_entity_variants(target_lake / "registry" / "entities")
@@ -137,6 +151,7 @@ def register_entity_variants(entities: Path) -> None:
 
 # ---- steps (each runs in its own process) -------------------------------------------------------
 
+
 def step_validate_states(lake_root: str, date: str) -> dict[str, Any]:
     """The validation asset's work on states: rules, quarantine, duplicates, typed values, lateness, and
     both outputs written (derived/validated_states and a quarantine partition)."""
@@ -152,12 +167,16 @@ def step_validate_states(lake_root: str, date: str) -> dict[str, Any]:
     computed = time.perf_counter()
     lake.replace_partition("validated_states", date, validated)
     lake.replace_partition("bench_states_quarantine", date, quarantine)
-    return {"compute_s": round(computed - t, 2), "write_s": round(time.perf_counter() - computed, 2),
-            "validated": validated.height, "quarantined": quarantine.height,
-            "duplicates": quarantine.filter(pl.col("failed_rules").list.contains("duplicate")).height,
-            "fahrenheit_rows": validated.filter(pl.col("unit") == "°F").height,
-            "late": int(validated["is_late"].sum()),
-            "units_normalized": sorted(validated["unit_normalized"].drop_nulls().unique().to_list())}
+    return {
+        "compute_s": round(computed - t, 2),
+        "write_s": round(time.perf_counter() - computed, 2),
+        "validated": validated.height,
+        "quarantined": quarantine.height,
+        "duplicates": quarantine.filter(pl.col("failed_rules").list.contains("duplicate")).height,
+        "fahrenheit_rows": validated.filter(pl.col("unit") == "°F").height,
+        "late": int(validated["is_late"].sum()),
+        "units_normalized": sorted(validated["unit_normalized"].drop_nulls().unique().to_list()),
+    }
 
 
 def step_contract(lake_root: str, date: str) -> dict[str, Any]:
@@ -187,8 +206,11 @@ def enrichment_nodes() -> list[str]:
     """The enrichment group's assets (defs/enrichment, built by another part of the project), one name per
     materialisable node, upstream first; empty when the checkout has none."""
     graph = _definitions().resolve_asset_graph()
-    keys = [key for key in graph.toposorted_asset_keys
-            if graph.get(key).group_name == "enrichment" and graph.get(key).is_materializable]
+    keys = [
+        key
+        for key in graph.toposorted_asset_keys
+        if graph.get(key).group_name == "enrichment" and graph.get(key).is_materializable
+    ]
     names: list[str] = []
     for key in keys:
         node = graph.assets_def_for_key(key).node_def.name
@@ -200,8 +222,11 @@ def enrichment_nodes() -> list[str]:
 def prepare_enrich(lake_root: str, date: str, node: str) -> tuple[Any, ...]:
     """Load the code location before the clock starts, as a run's process has before it runs a step."""
     graph = _definitions(lake_root).resolve_asset_graph()
-    assets_def = next(graph.assets_def_for_key(key) for key in graph.toposorted_asset_keys
-                      if graph.get(key).is_materializable and graph.assets_def_for_key(key).node_def.name == node)
+    assets_def = next(
+        graph.assets_def_for_key(key)
+        for key in graph.toposorted_asset_keys
+        if graph.get(key).is_materializable and graph.assets_def_for_key(key).node_def.name == node
+    )
     return assets_def, date
 
 
@@ -211,13 +236,19 @@ def step_enrich(assets_def: Any, date: str) -> dict[str, Any]:
     it; the wall time around it adds the run's own work (an ephemeral instance, run and step events)."""
     import dagster as dg
 
-    result = dg.materialize([assets_def], partition_key=date if assets_def.partitions_def else None,
-                            raise_on_error=False)
-    rows = {e.asset_key.to_user_string(): e.materialization.metadata.get("dagster/row_count")
-            for e in result.get_asset_materialization_events()}
+    result = dg.materialize(
+        [assets_def], partition_key=date if assets_def.partitions_def else None, raise_on_error=False
+    )
+    rows = {
+        e.asset_key.to_user_string(): e.materialization.metadata.get("dagster/row_count")
+        for e in result.get_asset_materialization_events()
+    }
     step_ms = sum(e.event_specific_data.duration_ms for e in result.all_events if e.event_type_value == "STEP_SUCCESS")
-    return {"success": result.success, "step_s": round(step_ms / 1000, 2),
-            "rows": {key: getattr(value, "value", None) for key, value in rows.items()}}
+    return {
+        "success": result.success,
+        "step_s": round(step_ms / 1000, 2),
+        "rows": {key: getattr(value, "value", None) for key, value in rows.items()},
+    }
 
 
 def step_make_day(source_lake: str, target_lake: str, rows: str) -> dict[str, Any]:
@@ -245,14 +276,28 @@ def _child(step: str, *args: str) -> None:
     cpu = time.process_time()
     wall = time.perf_counter()
     out = (step_make_day if step == "make_day" else STEPS[step])(*prepared)
-    print("RESULT " + json.dumps({"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
-                                  "peak_rss_mb": _peak_rss_mb(), "out": out}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "wall_s": time.perf_counter() - wall,
+                "cpu_s": time.process_time() - cpu,
+                "peak_rss_mb": _peak_rss_mb(),
+                "out": out,
+            }
+        )
+    )
 
 
 def _run_step(step: str, *args: str) -> dict[str, Any]:
     """Run one step in a fresh interpreter; times are measured inside it, around the step only."""
-    proc = subprocess.run([sys.executable, __file__, "--child", step, *args], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", step, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     if proc.returncode != 0:
         return {"error": proc.stderr[-2000:]}
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
@@ -265,11 +310,15 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--source-lake", type=Path, help="a collector lake to sample (default: built from the "
-                                                         "bundled recording)")
+    parser.add_argument(
+        "--source-lake", type=Path, help="a collector lake to sample (default: built from the bundled recording)"
+    )
     parser.add_argument("--keep", type=Path, help="build the bench lake here and keep it")
-    parser.add_argument("--reuse", action="store_true", help="with --keep: measure the lake already there "
-                                                             "(made by an earlier run) instead of making it again")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --keep: measure the lake already there (made by an earlier run) instead of making it again",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="run the steps this many times; report medians")
     parser.add_argument("--steps", default=",".join(STEPS))
     args = parser.parse_args()
@@ -291,8 +340,10 @@ def main() -> None:
                 raise SystemExit(made["error"])
             date, rows = made["out"]["date"], args.rows
             print(f"bench day {date}: {rows:,} state rows in {lake} (made in {made['wall_s']:.1f} s)")
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-              f"polars {pl.__version__}, pyarrow {pa.__version__}, load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"polars {pl.__version__}, pyarrow {pa.__version__}, load average {os.getloadavg()[0]:.1f}"
+        )
         steps = [(name, ()) for name in args.steps.split(",") if name != "enrich"]
         if "enrich" in args.steps.split(","):
             try:
@@ -311,26 +362,33 @@ def main() -> None:
                     print(f"{label:<34}{'failed':>8}  {result['error']}")
                     continue
                 runs.setdefault(label, []).append(result)
-                print(f"{label:<34}{result['wall_s']:>8.2f}{result['cpu_s']:>8.2f}{result['peak_rss_mb']:>13.0f}  "
-                      f"{json.dumps(result['out'], ensure_ascii=False)}")
+                print(
+                    f"{label:<34}{result['wall_s']:>8.2f}{result['cpu_s']:>8.2f}{result['peak_rss_mb']:>13.0f}  "
+                    f"{json.dumps(result['out'], ensure_ascii=False)}"
+                )
         if args.repeat > 1:
             print(f"medians of {args.repeat} runs")
             print(f"{'step':<34}{'wall s':>8}{'cpu s':>8}{'peak RSS MB':>13}")
             for label, results in runs.items():
-                print(f"{label:<34}{_median(results, 'wall_s'):>8.2f}{_median(results, 'cpu_s'):>8.2f}"
-                      f"{_median(results, 'peak_rss_mb'):>13.0f}")
+                print(
+                    f"{label:<34}{_median(results, 'wall_s'):>8.2f}{_median(results, 'cpu_s'):>8.2f}"
+                    f"{_median(results, 'peak_rss_mb'):>13.0f}"
+                )
         counted = [label for label in runs if not label.startswith("contract_check")]
         total = sum(_median(runs[label], "wall_s") for label in counted)
         cpu = sum(_median(runs[label], "cpu_s") for label in counted)
-        print(f"validation with typed values + enrichment: {total:.2f} s wall ({cpu:.2f} s CPU) for {rows:,} rows "
-              f"({'under' if total < 10 else 'OVER'} the 10 s target); the blocking contract check runs after "
-              f"and is not counted")
+        print(
+            f"validation with typed values + enrichment: {total:.2f} s wall ({cpu:.2f} s CPU) for {rows:,} rows "
+            f"({'under' if total < 10 else 'OVER'} the 10 s target); the blocking contract check runs after "
+            f"and is not counted"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _median(results: list[dict[str, Any]], field: str) -> float:
     return statistics.median(result[field] for result in results)
+
 
 if __name__ == "__main__":
     main()

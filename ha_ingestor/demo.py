@@ -23,8 +23,13 @@ async def run_demo(settings: CollectorSettings, *, speed: float, capture: Path |
         first = dt.datetime.fromisoformat(recording.events[0][1]["time_fired"])
         recording = recording.shifted(round((dt.datetime.now(dt.UTC) - first).total_seconds()))
     duration = recording.events[-1][0] / speed if recording.events else 0
-    log.info("replaying %d recorded events of a real Home Assistant %s at %gx (%.0f s)",
-             len(recording.events), recording.ha_version, speed, duration)
+    log.info(
+        "replaying %d recorded events of a real Home Assistant %s at %gx (%.0f s)",
+        len(recording.events),
+        recording.ha_version,
+        speed,
+        duration,
+    )
     async with ReplayServer(recording, token=settings.token, speed=speed) as server:
         collector = Collector(dataclasses.replace(settings, ha_url=server.url, backfill_delay_s=0.5))
         task = asyncio.create_task(collector.run())
@@ -42,8 +47,17 @@ async def collect_recording(lake: Path, state_dir: Path, *, speed: float = 40.0,
     """Collect the whole bundled recording into ``lake`` with the real collector, then stop (test and
     benchmark lakes)."""
     async with ReplayServer(Recording.load(bundled_capture()), token=token, speed=speed) as server:
-        collector = Collector(CollectorSettings(ha_url=server.url, token=token, lake=lake, state_dir=state_dir,
-                                                metrics_port=None, backfill_delay_s=0.1, flush_interval_s=2.0))
+        collector = Collector(
+            CollectorSettings(
+                ha_url=server.url,
+                token=token,
+                lake=lake,
+                state_dir=state_dir,
+                metrics_port=None,
+                backfill_delay_s=0.1,
+                flush_interval_s=2.0,
+            )
+        )
         task = asyncio.create_task(collector.run())
         await asyncio.wait_for(server.finished.wait(), 120)
         while not collector.sink.caught_up():
@@ -58,19 +72,28 @@ def summary(lake: Path) -> str:
     lines = [f"\nLake at {lake.resolve()}:"]
     for table in ("events", "states", "quarantine", "collector_sessions"):
         files = list((lake / table).rglob("*.parquet"))
-        count = con.execute(f"SELECT count(*) FROM read_parquet('{lake}/{table}/**/*.parquet', "
-                            "hive_partitioning=true)").fetchone()[0] if files else 0
+        count = (
+            con.execute(
+                f"SELECT count(*) FROM read_parquet('{lake}/{table}/**/*.parquet', hive_partitioning=true)"
+            ).fetchone()[0]
+            if files
+            else 0
+        )
         lines.append(f"  {table:<18} {count:>8} rows in {len(files)} files")
     registry = sorted(p.name for p in (lake / "registry").iterdir()) if (lake / "registry").exists() else []
     lines.append(f"  {'registry':<18} {', '.join(registry)}")
     if list((lake / "states").rglob("*.parquet")):
         lines.append("\nState rows by source:")
-        for source, n in con.execute(f"SELECT source, count(*) FROM read_parquet('{lake}/states/**/*.parquet', "
-                                     "hive_partitioning=true) GROUP BY 1 ORDER BY 2 DESC").fetchall():
+        for source, n in con.execute(
+            f"SELECT source, count(*) FROM read_parquet('{lake}/states/**/*.parquet', "
+            "hive_partitioning=true) GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall():
             lines.append(f"  {source:<10} {n:>8}")
         lines.append("\nQuery it with DuckDB:")
-        lines.append(f"  SELECT entity_id, count(*) FROM read_parquet('{lake}/states/**/*.parquet', "
-                     "hive_partitioning=true) GROUP BY 1 ORDER BY 2 DESC LIMIT 10;")
+        lines.append(
+            f"  SELECT entity_id, count(*) FROM read_parquet('{lake}/states/**/*.parquet', "
+            "hive_partitioning=true) GROUP BY 1 ORDER BY 2 DESC LIMIT 10;"
+        )
     return "\n".join(lines)
 
 

@@ -40,15 +40,22 @@ WORKSPACE = "load_from:\n  - python_module:\n      module_name: ha_ingestor_pipe
 class Child:
     """A supervised process in its own session (its pid is its process group id)."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], log: Path | None = None, cwd: Path | None = None
+    ) -> None:
         self.name = name
         self.log = log
         output = open(log, "ab") if log is not None else None  # noqa: SIM115 - kept open for the child's life
         try:
-            self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=output,
-                                            stderr=subprocess.STDOUT if output else None, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                env=env,
+                cwd=cwd,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             if output is not None:
                 output.close()
@@ -153,9 +160,16 @@ def run_platform(args: argparse.Namespace, collector_argv: list[str]) -> int:
     port = free_port(int(os.environ.get("HA_INGESTOR_DAGSTER_PORT") or DEFAULT_PORT))
     url = f"http://{HOST}:{port}"
 
-    env = dict(os.environ, DAGSTER_HOME=str(home), HA_INGESTOR_LAKE=str(Path(args.lake).resolve()),
-               HA_INGESTOR_WAREHOUSE=str(Path(os.environ.get("HA_INGESTOR_WAREHOUSE")
-                                              or Path(args.lake).resolve().parent / "warehouse.duckdb").resolve()))
+    env = dict(
+        os.environ,
+        DAGSTER_HOME=str(home),
+        HA_INGESTOR_LAKE=str(Path(args.lake).resolve()),
+        HA_INGESTOR_WAREHOUSE=str(
+            Path(
+                os.environ.get("HA_INGESTOR_WAREHOUSE") or Path(args.lake).resolve().parent / "warehouse.duckdb"
+            ).resolve()
+        ),
+    )
     if own_home:  # the statistics assets talk to the same Home Assistant
         env.update(HA_URL=args.ha_url, HA_TOKEN=token)
 
@@ -167,17 +181,42 @@ def run_platform(args: argparse.Namespace, collector_argv: list[str]) -> int:
     try:
         # create or upgrade the instance's storage once, before two processes race to do it
         with open(logs / "instance-migrate.log", "wb") as output:
-            migrated = subprocess.run([*_executable("dagster", ["dagster"]), "instance", "migrate"], env=env,
-                                      stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+            migrated = subprocess.run(
+                [*_executable("dagster", ["dagster"]), "instance", "migrate"],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         if migrated.returncode != 0:
             print(f"dagster instance migrate failed:\n{_tail(logs / 'instance-migrate.log')}", file=sys.stderr)
             return 1
-        dagster.append(Child("dagster-webserver", [*_executable("dagster-webserver", ["dagster_webserver"]),
-                                                   "-w", str(workspace), "-h", HOST, "-p", str(port)],
-                             env, logs / "webserver.log", cwd=workspace.parent))
-        dagster.append(Child("dagster-daemon", [*_executable("dagster-daemon", ["dagster._daemon"]), "run",
-                                                "-w", str(workspace)], env, logs / "daemon.log",
-                             cwd=workspace.parent))
+        dagster.append(
+            Child(
+                "dagster-webserver",
+                [
+                    *_executable("dagster-webserver", ["dagster_webserver"]),
+                    "-w",
+                    str(workspace),
+                    "-h",
+                    HOST,
+                    "-p",
+                    str(port),
+                ],
+                env,
+                logs / "webserver.log",
+                cwd=workspace.parent,
+            )
+        )
+        dagster.append(
+            Child(
+                "dagster-daemon",
+                [*_executable("dagster-daemon", ["dagster._daemon"]), "run", "-w", str(workspace)],
+                env,
+                logs / "daemon.log",
+                cwd=workspace.parent,
+            )
+        )
         collector = Child("collector", [sys.executable, "-m", "ha_ingestor", *collector_argv], env)
         print(f"Dagster (DAGSTER_HOME={home}) starting on {url}; logs in {logs}", flush=True)
         if _wait_http(f"{url}/server_info", dagster, 180):
@@ -195,8 +234,11 @@ def run_platform(args: argparse.Namespace, collector_argv: list[str]) -> int:
                     code = collector.returncode
                     break
                 collector = None
-                print(f"\nThe recording has been collected. Dagster keeps running the pipelines at {url}; "
-                      "Ctrl-C stops everything.", flush=True)
+                print(
+                    f"\nThe recording has been collected. Dagster keeps running the pipelines at {url}; "
+                    "Ctrl-C stops everything.",
+                    flush=True,
+                )
     finally:
         print("stopping ...", flush=True)
         if collector is not None:
@@ -206,4 +248,3 @@ def run_platform(args: argparse.Namespace, collector_argv: list[str]) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return code
-

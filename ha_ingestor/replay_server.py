@@ -89,6 +89,7 @@ class Recording:
 
     def shifted(self, seconds: float) -> Recording:
         """The same recording with every HA timestamp moved by ``seconds`` (a replay that looks live)."""
+
         def state(value: dict[str, Any] | None) -> dict[str, Any] | None:
             if value is None:
                 return None
@@ -98,12 +99,19 @@ class Recording:
             shifted = {**value, "time_fired": _shift_iso(value["time_fired"], seconds)}
             if value["event_type"] == "state_changed":
                 data = value["data"]
-                shifted["data"] = {**data, "old_state": state(data.get("old_state")),
-                                   "new_state": state(data.get("new_state"))}
+                shifted["data"] = {
+                    **data,
+                    "old_state": state(data.get("old_state")),
+                    "new_state": state(data.get("new_state")),
+                }
             return shifted
 
-        return Recording(self.ha_version, self.results, [state(s) for s in self.initial_states],
-                         [(offset, event(e)) for offset, e in self.events])
+        return Recording(
+            self.ha_version,
+            self.results,
+            [state(s) for s in self.initial_states],
+            [(offset, event(e)) for offset, e in self.events],
+        )
 
 
 def _command_key(command: dict[str, Any]) -> str:
@@ -124,8 +132,9 @@ class _Client:
 class ReplayServer:
     """``async with ReplayServer(...) as server:`` serves on ``server.url``."""
 
-    def __init__(self, recording: Recording, *, token: str, speed: float = 1.0, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+    def __init__(
+        self, recording: Recording, *, token: str, speed: float = 1.0, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.recording = recording
         self.token = token
         self.speed = speed
@@ -262,8 +271,12 @@ class ReplayServer:
             result = self.recording.results[_command_key(command)]
         else:
             code = "not_found" if kind in ENTITY_COMMANDS else "unknown_command"
-            yield {"id": message_id, "type": "result", "success": False,
-                   "error": {"code": code, "message": f"{kind} is not in this recording"}}
+            yield {
+                "id": message_id,
+                "type": "result",
+                "success": False,
+                "error": {"code": code, "message": f"{kind} is not in this recording"},
+            }
             return
         yield {"id": message_id, "type": "result", "success": True, "result": result}
 
@@ -274,9 +287,14 @@ class ReplayServer:
         wanted = set(command["entity_ids"])
         history: dict[str, list[dict[str, Any]]] = {}
         before_start: dict[str, dict[str, Any]] = {}
-        for state in itertools.chain(self.recording.initial_states, (
-                e["data"]["new_state"] for e in self.fired
-                if e["event_type"] == "state_changed" and e["data"].get("new_state"))):
+        for state in itertools.chain(
+            self.recording.initial_states,
+            (
+                e["data"]["new_state"]
+                for e in self.fired
+                if e["event_type"] == "state_changed" and e["data"].get("new_state")
+            ),
+        ):
             if state["entity_id"] not in wanted:
                 continue
             updated = _iso_to_unix(state["last_updated"])

@@ -95,5 +95,8 @@ def date_directories(lake_root: Path, location: str) -> dict[str, Path]:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
         return {}
-    return {entry.name.removeprefix("date="): Path(entry.path) for entry in entries
-            if entry.name.startswith("date=") and entry.is_dir()}
+    return {
+        entry.name.removeprefix("date="): Path(entry.path)
+        for entry in entries
+        if entry.name.startswith("date=") and entry.is_dir()
+    }

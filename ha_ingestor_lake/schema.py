@@ -10,77 +10,87 @@ import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
-EVENTS = pa.schema([
-    ("home", pa.string()),
-    ("event_id", pa.string()),
-    ("event_type", pa.string()),
-    ("time_fired", TIMESTAMP),
-    ("origin", pa.string()),
-    ("context_id", pa.string()),
-    ("context_parent_id", pa.string()),
-    ("context_user_id", pa.string()),
-    ("entity_id", pa.string()),
-    ("data", pa.string()),
-    ("received_at", TIMESTAMP),
-])
+EVENTS = pa.schema(
+    [
+        ("home", pa.string()),
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("time_fired", TIMESTAMP),
+        ("origin", pa.string()),
+        ("context_id", pa.string()),
+        ("context_parent_id", pa.string()),
+        ("context_user_id", pa.string()),
+        ("entity_id", pa.string()),
+        ("data", pa.string()),
+        ("received_at", TIMESTAMP),
+    ]
+)
 
-STATES = pa.schema([
-    ("home", pa.string()),
-    ("entity_id", pa.string()),
-    ("domain", pa.string()),
-    ("state", pa.string()),
-    ("state_num", pa.float64()),
-    ("attributes", pa.string()),
-    ("last_changed", TIMESTAMP),
-    ("last_updated", TIMESTAMP),
-    ("last_reported", TIMESTAMP),
-    ("old_state", pa.string()),
-    ("context_id", pa.string()),
-    ("context_parent_id", pa.string()),
-    ("context_user_id", pa.string()),
-    ("source", pa.string()),
-    ("event_id", pa.string()),
-    ("received_at", TIMESTAMP),
-])
+STATES = pa.schema(
+    [
+        ("home", pa.string()),
+        ("entity_id", pa.string()),
+        ("domain", pa.string()),
+        ("state", pa.string()),
+        ("state_num", pa.float64()),
+        ("attributes", pa.string()),
+        ("last_changed", TIMESTAMP),
+        ("last_updated", TIMESTAMP),
+        ("last_reported", TIMESTAMP),
+        ("old_state", pa.string()),
+        ("context_id", pa.string()),
+        ("context_parent_id", pa.string()),
+        ("context_user_id", pa.string()),
+        ("source", pa.string()),
+        ("event_id", pa.string()),
+        ("received_at", TIMESTAMP),
+    ]
+)
 
-REGISTRY = pa.schema([
-    ("home", pa.string()),
-    ("kind", pa.string()),
-    ("item_id", pa.string()),
-    ("snapshot_at", TIMESTAMP),
-    ("snapshot_seq", pa.int64()),
-    ("data", pa.string()),
-])
+REGISTRY = pa.schema(
+    [
+        ("home", pa.string()),
+        ("kind", pa.string()),
+        ("item_id", pa.string()),
+        ("snapshot_at", TIMESTAMP),
+        ("snapshot_seq", pa.int64()),
+        ("data", pa.string()),
+    ]
+)
 
-QUARANTINE = pa.schema([
-    ("home", pa.string()),
-    ("received_at", TIMESTAMP),
-    ("stage", pa.string()),
-    ("reason", pa.string()),
-    ("raw", pa.string()),
-])
+QUARANTINE = pa.schema(
+    [
+        ("home", pa.string()),
+        ("received_at", TIMESTAMP),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
 
 # one row per connection session, rewritten while the session's figures change (session_log.py)
-COLLECTOR_SESSIONS = pa.schema([
-    ("home", pa.string()),
-    ("collector_id", pa.string()),
-    ("session_id", pa.int64()),
-    ("connected_at", TIMESTAMP),
-    ("ha_version", pa.string()),
-    ("disconnected_at", TIMESTAMP),
-    ("disconnect_reason", pa.string()),
-    ("gap_start", TIMESTAMP),
-    ("gap_end", TIMESTAMP),
-    ("backfill_from", TIMESTAMP),
-    ("backfill_rows", pa.int64()),
-    ("last_event_time", TIMESTAMP),
-    ("events_received", pa.int64()),
-    ("events_committed", pa.int64()),
-    ("quarantined", pa.int64()),
-    ("frames_received", pa.int64()),
-    ("reconnects", pa.int64()),
-    ("updated_at", TIMESTAMP),
-])
+COLLECTOR_SESSIONS = pa.schema(
+    [
+        ("home", pa.string()),
+        ("collector_id", pa.string()),
+        ("session_id", pa.int64()),
+        ("connected_at", TIMESTAMP),
+        ("ha_version", pa.string()),
+        ("disconnected_at", TIMESTAMP),
+        ("disconnect_reason", pa.string()),
+        ("gap_start", TIMESTAMP),
+        ("gap_end", TIMESTAMP),
+        ("backfill_from", TIMESTAMP),
+        ("backfill_rows", pa.int64()),
+        ("last_event_time", TIMESTAMP),
+        ("events_received", pa.int64()),
+        ("events_committed", pa.int64()),
+        ("quarantined", pa.int64()),
+        ("frames_received", pa.int64()),
+        ("reconnects", pa.int64()),
+        ("updated_at", TIMESTAMP),
+    ]
+)
 
 COLLECTOR_SESSIONS_LOCATION = "collector_sessions"
 
@@ -93,15 +103,37 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 # the column whose UTC date names a row's partition
-PARTITION_TIME = {"events": "time_fired", "states": "last_updated", "registry": "snapshot_at",
-                  "quarantine": "received_at", "collector_sessions": "connected_at"}
+PARTITION_TIME = {
+    "events": "time_fired",
+    "states": "last_updated",
+    "registry": "snapshot_at",
+    "quarantine": "received_at",
+    "collector_sessions": "connected_at",
+}
 
 # Parquet dictionary encoding for the columns with few distinct values only: on ids, timestamps and JSON
 # text it is tried, overflows and is dropped, which costs time and bytes (a storage detail, not the contract)
 DICTIONARY_COLUMNS = {
-    table: [name for name in schema.names
-            if name in {"home", "kind", "event_type", "origin", "domain", "entity_id", "state", "old_state",
-                        "source", "context_user_id", "stage", "collector_id", "ha_version"}]
+    table: [
+        name
+        for name in schema.names
+        if name
+        in {
+            "home",
+            "kind",
+            "event_type",
+            "origin",
+            "domain",
+            "entity_id",
+            "state",
+            "old_state",
+            "source",
+            "context_user_id",
+            "stage",
+            "collector_id",
+            "ha_version",
+        }
+    ]
     for table, schema in SCHEMAS.items()
 }
 

@@ -98,11 +98,25 @@ class HAConnection:
         self._ping_id: int | None = None
 
     @classmethod
-    async def open(cls, url: str, token: str, on_frame: FrameSink, on_command: Callable[[bytes], None],
-                   *, max_frame_bytes: int, open_timeout: float = 10.0) -> HAConnection:
-        ws = await websockets.connect(websocket_url(url), max_size=max_frame_bytes, compression=None,
-                                      ping_interval=None, open_timeout=open_timeout, close_timeout=2,
-                                      create_connection=_PromptClosingConnection)
+    async def open(
+        cls,
+        url: str,
+        token: str,
+        on_frame: FrameSink,
+        on_command: Callable[[bytes], None],
+        *,
+        max_frame_bytes: int,
+        open_timeout: float = 10.0,
+    ) -> HAConnection:
+        ws = await websockets.connect(
+            websocket_url(url),
+            max_size=max_frame_bytes,
+            compression=None,
+            ping_interval=None,
+            open_timeout=open_timeout,
+            close_timeout=2,
+            create_connection=_PromptClosingConnection,
+        )
         connection = cls(ws, on_frame, on_command)
         try:
             await asyncio.wait_for(connection._authenticate(token), open_timeout)
@@ -133,7 +147,8 @@ class HAConnection:
                 on_frame(frame, time.time())
                 # only frames holding an awaited reply need routing (every reply has one of these values)
                 if (self._pending and contains(frame, b'"result"')) or (
-                        self._pong is not None and contains(frame, b'"pong"')):
+                    self._pong is not None and contains(frame, b'"pong"')
+                ):
                     self._route(frame)
         except websockets.ConnectionClosed as exc:
             raise ConnectionLost(f"connection closed (code {exc.rcvd.code if exc.rcvd else 'none'})") from exc

@@ -29,8 +29,7 @@ from .spool import INBOUND, OUTBOUND, FsyncPolicy, Spool
 
 log = logging.getLogger(__name__)
 
-REGISTRY_LIST_COMMANDS = {kind: command for command, kind in REGISTRY_COMMANDS.items()
-                          if command.startswith("config")}
+REGISTRY_LIST_COMMANDS = {kind: command for command, kind in REGISTRY_COMMANDS.items() if command.startswith("config")}
 
 
 @dataclass(frozen=True)
@@ -81,10 +80,20 @@ class Collector:
         self.lake = LakeWriter(settings.lake, settings.state_dir, collector_id)
         self.sessions = SessionLog(settings.lake, collector_id)
         self.spool = Spool(settings.state_dir / "spool", settings.fsync)
-        self.processor = Processor(self.lake, home=settings.home, max_message_bytes=settings.max_message_bytes,
-                                   on_registry_stale=self._registry_stale_from_thread)
-        self.sink = DurableSink(self.spool, self.processor, self.lake, flush_rows=settings.flush_rows,
-                                flush_bytes=settings.flush_bytes, flush_interval_s=settings.flush_interval_s)
+        self.processor = Processor(
+            self.lake,
+            home=settings.home,
+            max_message_bytes=settings.max_message_bytes,
+            on_registry_stale=self._registry_stale_from_thread,
+        )
+        self.sink = DurableSink(
+            self.spool,
+            self.processor,
+            self.lake,
+            flush_rows=settings.flush_rows,
+            flush_bytes=settings.flush_bytes,
+            flush_interval_s=settings.flush_interval_s,
+        )
         self.reconnects = 0
         self.connected = False
         self._conn_id = 0
@@ -110,8 +119,9 @@ class Collector:
             replayed += 1
         now = _iso(dt.datetime.now(dt.UTC))
         for part in damage:
-            self.processor.quarantine(now, "spool", f"{part.reason} in {part.segment.name} at byte {part.offset}",
-                                      part.raw)
+            self.processor.quarantine(
+                now, "spool", f"{part.reason} in {part.segment.name} at byte {part.offset}", part.raw
+            )
         self.spool.next_seq = max(self.spool.next_seq, self.lake.committed_seq + 1)
         if replayed or damage:
             self.processor.processed_seq = max(self.processor.processed_seq, self.spool.next_seq - 1)
@@ -129,12 +139,19 @@ class Collector:
         last = self.processor.last_event_time
         lag = (time.time() - dt.datetime.fromisoformat(last).timestamp()) if last else 0.0
         return {
-            "connected": self.connected, "events": counts["events"], "states": counts["states"],
-            "quarantined": counts["quarantined"], "backfilled": counts["backfilled"],
-            "command_errors": counts["command_errors"], "reconnects": self.reconnects,
-            "frames": self.sink.stats.frames_submitted, "rows_committed": dict(self.sink.stats.rows_committed),
+            "connected": self.connected,
+            "events": counts["events"],
+            "states": counts["states"],
+            "quarantined": counts["quarantined"],
+            "backfilled": counts["backfilled"],
+            "command_errors": counts["command_errors"],
+            "reconnects": self.reconnects,
+            "frames": self.sink.stats.frames_submitted,
+            "rows_committed": dict(self.sink.stats.rows_committed),
             "spool_depth": self.spool.depth(self.lake.committed_seq),
-            "lag_seconds": lag, "home": self.processor.home, "last_event_time": last,
+            "lag_seconds": lag,
+            "home": self.processor.home,
+            "last_event_time": last,
             "spool_latency_p99": latencies[int(len(latencies) * 0.99)] if latencies else 0.0,
         }
 
@@ -151,8 +168,9 @@ class Collector:
         self.sink.start()
         server = None
         if self.settings.metrics_port is not None:
-            server = self.metrics_server = serve_metrics(self.snapshot, self.sink.alive,
-                                                         self.settings.metrics_host, self.settings.metrics_port)
+            server = self.metrics_server = serve_metrics(
+                self.snapshot, self.sink.alive, self.settings.metrics_host, self.settings.metrics_port
+            )
             log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, server.server_port)
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -173,8 +191,9 @@ class Collector:
                     raise RuntimeError("the spool or lake writer failed; stopping") from self.sink.failure
                 attempt = 0 if time.monotonic() - started > 60 else attempt + 1
                 self.reconnects += 1
-                delay = random.uniform(0.5, 1.0) * min(self.settings.backoff_max_s,
-                                                       self.settings.backoff_initial_s * 2 ** min(attempt, 16))
+                delay = random.uniform(0.5, 1.0) * min(
+                    self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** min(attempt, 16)
+                )
                 log.info("reconnecting in %.1f s", delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
@@ -207,9 +226,13 @@ class Collector:
     def _counters(self) -> SessionCounters:
         counts = self.processor.counts
         stats = self.sink.stats
-        return SessionCounters(events_received=counts["events"], events_committed=stats.rows_committed.get("events", 0),
-                               quarantined=counts["quarantined"], backfill_rows=counts["backfilled"],
-                               frames_received=stats.frames_submitted - self._commands_sent)
+        return SessionCounters(
+            events_received=counts["events"],
+            events_committed=stats.rows_committed.get("events", 0),
+            quarantined=counts["quarantined"],
+            backfill_rows=counts["backfilled"],
+            frames_received=stats.frames_submitted - self._commands_sent,
+        )
 
     async def _record_session(self) -> None:
         """Rewrite the current session's lake row with its figures so far (a failure is logged, not raised:
@@ -241,8 +264,13 @@ class Collector:
         submit = self.sink.submit
         # everything before this session is processed and committed: its figures count from here
         self._session_baseline = self._counters()
-        session = SessionRecord(collector_id=self.lake.writer_id, session_id=conn, home=self.processor.home,
-                                reconnects=self.reconnects, gap_start=parse_time(since))
+        session = SessionRecord(
+            collector_id=self.lake.writer_id,
+            session_id=conn,
+            home=self.processor.home,
+            reconnects=self.reconnects,
+            gap_start=parse_time(since),
+        )
 
         def on_frame(frame: bytes, at: float) -> None:
             submit(INBOUND, conn, at, frame)
@@ -253,25 +281,37 @@ class Collector:
             self._commands_sent += 1
             submit(OUTBOUND, conn, time.time(), payload)
 
-        connection = await HAConnection.open(self.settings.ha_url, self.settings.token, on_frame=on_frame,
-                                             on_command=on_command, max_frame_bytes=self.settings.max_frame_bytes)
+        connection = await HAConnection.open(
+            self.settings.ha_url,
+            self.settings.token,
+            on_frame=on_frame,
+            on_command=on_command,
+            max_frame_bytes=self.settings.max_frame_bytes,
+        )
         log.info("connected to Home Assistant %s", connection.ha_version)
         self.connected = True
         session.connected_at = dt.datetime.now(dt.UTC)
         session.ha_version = connection.ha_version
         self._current_session = session
         await self._record_session()
-        tasks = [asyncio.create_task(connection.read_forever(), name="reader"),
-                 asyncio.create_task(self._converse(connection, since), name="converse"),
-                 asyncio.create_task(self._keepalive(connection), name="keepalive"),
-                 asyncio.create_task(self._watch_sink(), name="sink-watch"),
-                 asyncio.create_task(self._record_periodically(), name="session-record"),
-                 asyncio.create_task(self._stop.wait(), name="stop")]
+        tasks = [
+            asyncio.create_task(connection.read_forever(), name="reader"),
+            asyncio.create_task(self._converse(connection, since), name="converse"),
+            asyncio.create_task(self._keepalive(connection), name="keepalive"),
+            asyncio.create_task(self._watch_sink(), name="sink-watch"),
+            asyncio.create_task(self._record_periodically(), name="session-record"),
+            asyncio.create_task(self._stop.wait(), name="stop"),
+        ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             failures = [task.exception() for task in done if task.exception() is not None]
-            session.disconnect_reason = (f"{type(failures[0]).__name__}: {failures[0]}" if failures
-                                         else "stop requested" if self._stop.is_set() else "connection closed")
+            session.disconnect_reason = (
+                f"{type(failures[0]).__name__}: {failures[0]}"
+                if failures
+                else "stop requested"
+                if self._stop.is_set()
+                else "connection closed"
+            )
             if failures:
                 raise failures[0]
         finally:
@@ -315,8 +355,13 @@ class Collector:
         await connection.call("subscribe_events")
         await self._wait_until_running(connection, config)
         commands = ["get_states", "get_services", *REGISTRY_LIST_COMMANDS.values()]
-        results = dict(zip(commands, await asyncio.gather(*(connection.call(c, timeout=300) for c in commands),
-                                                          return_exceptions=True), strict=True))
+        results = dict(
+            zip(
+                commands,
+                await asyncio.gather(*(connection.call(c, timeout=300) for c in commands), return_exceptions=True),
+                strict=True,
+            )
+        )
         for command, result in results.items():
             if isinstance(result, CommandFailed):
                 log.warning("snapshot command %s failed: %s", command, result.error)
@@ -334,16 +379,22 @@ class Collector:
         deadline = time.monotonic() + self.settings.startup_wait_s
         while (state := msgspec.json.decode(config).get("state", "RUNNING")) != "RUNNING":
             if time.monotonic() > deadline:
-                log.warning("Home Assistant is still %s after %.0f s; taking the snapshot anyway", state,
-                            self.settings.startup_wait_s)
+                log.warning(
+                    "Home Assistant is still %s after %.0f s; taking the snapshot anyway",
+                    state,
+                    self.settings.startup_wait_s,
+                )
                 return
             log.info("Home Assistant is %s; waiting for it to run before the state snapshot", state)
             await asyncio.sleep(1.0)
             config = await connection.call("get_config")
 
     async def _fetch_configs(self, connection: HAConnection, domains: tuple[str, ...]) -> None:
-        calls = [connection.call(f"{eid.partition('.')[0]}/config", entity_id=eid)
-                 for eid in self._entity_ids if eid.partition(".")[0] in domains]
+        calls = [
+            connection.call(f"{eid.partition('.')[0]}/config", entity_id=eid)
+            for eid in self._entity_ids
+            if eid.partition(".")[0] in domains
+        ]
         for result in await asyncio.gather(*calls, return_exceptions=True):
             if isinstance(result, BaseException) and not isinstance(result, CommandFailed):
                 raise result
@@ -364,10 +415,16 @@ class Collector:
         while window_start < end:
             window_end = min(end, window_start + chunk)
             await connection.call(
-                "history/history_during_period", timeout=600,
-                start_time=_iso(window_start), end_time=_iso(window_end), entity_ids=self._entity_ids,
-                significant_changes_only=False, minimal_response=False, no_attributes=False,
-                include_start_time_state=False)
+                "history/history_during_period",
+                timeout=600,
+                start_time=_iso(window_start),
+                end_time=_iso(window_end),
+                entity_ids=self._entity_ids,
+                significant_changes_only=False,
+                minimal_response=False,
+                no_attributes=False,
+                include_start_time_state=False,
+            )
             window_start = window_end
         self.sink.request_commit()
 

@@ -75,7 +75,7 @@ class ColumnBatch:
         self.values.extend(row)
 
     def column(self, index: int) -> list[Any]:
-        return self.values[index::self.width]
+        return self.values[index :: self.width]
 
     def rows(self) -> list[Row]:
         return list(zip(*(self.column(i) for i in range(self.width)), strict=True))
@@ -84,8 +84,14 @@ class ColumnBatch:
         """The table in its contract schema; timestamps arrive as ISO text and are parsed by Arrow's cast,
         which fails on anything that is not a timestamp."""
         return pa.Table.from_arrays(
-            [pa.array(self.column(i), pa.string()).cast(TIMESTAMP) if field.type == TIMESTAMP
-             else pa.array(self.column(i), field.type) for i, field in enumerate(self.schema)], schema=self.schema)
+            [
+                pa.array(self.column(i), pa.string()).cast(TIMESTAMP)
+                if field.type == TIMESTAMP
+                else pa.array(self.column(i), field.type)
+                for i, field in enumerate(self.schema)
+            ],
+            schema=self.schema,
+        )
 
 
 class LakeWriter:
@@ -129,8 +135,9 @@ class LakeWriter:
     def buffered_rows_of(self, location: str) -> list[Row]:
         """Rows of ``location`` not committed yet: sealed ones first, then those still buffered."""
         batches = [batch for sealed in list(self._in_flight) for batch in sealed.batches.items()]
-        return [row for (loc, _), batch in batches + list(self._batches.items()) if loc == location
-                for row in batch.rows()]
+        return [
+            row for (loc, _), batch in batches + list(self._batches.items()) if loc == location for row in batch.rows()
+        ]
 
     def commit(self, through_seq: int, processor_state: dict[str, Any]) -> CommitResult:
         """Seal and write at once (the processor thread seals, and a commit thread writes)."""
@@ -138,8 +145,9 @@ class LakeWriter:
 
     def seal(self, through_seq: int, processor_state: dict[str, Any]) -> SealedCommit:
         """Take every buffered row, with the processor's state as of ``through_seq``, for ``write``."""
-        sealed = SealedCommit(self.sealed_seq + 1, through_seq, msgspec.Raw(msgspec.json.encode(processor_state)),
-                              self._batches)
+        sealed = SealedCommit(
+            self.sealed_seq + 1, through_seq, msgspec.Raw(msgspec.json.encode(processor_state)), self._batches
+        )
         self._batches = {}
         self.buffered_bytes = 0
         self.sealed_seq = through_seq
@@ -162,18 +170,19 @@ class LakeWriter:
             directory.mkdir(parents=True, exist_ok=True)
             final = directory / part_name(sealed.first_seq, through_seq, self.writer_id)
             temp = final.with_name(final.name + ".tmp")
-            pq.write_table(table, temp, compression=self.compression,
-                           use_dictionary=DICTIONARY_COLUMNS[table_of(location)])
+            pq.write_table(
+                table, temp, compression=self.compression, use_dictionary=DICTIONARY_COLUMNS[table_of(location)]
+            )
             fsync_path(temp)
             renames.append((str(temp), str(final)))
             result.rows[location] = result.rows.get(location, 0) + table.num_rows
             result.files.append(final)
         if renames:
-            write_json_atomically(self.state_dir / INTENT,
-                                   {"through_seq": through_seq, "renames": renames, "processor": processor_state})
+            write_json_atomically(
+                self.state_dir / INTENT, {"through_seq": through_seq, "renames": renames, "processor": processor_state}
+            )
             _apply_renames(renames)
-        write_json_atomically(self.state_dir / CHECKPOINT,
-                               {"committed_seq": through_seq, "processor": processor_state})
+        write_json_atomically(self.state_dir / CHECKPOINT, {"committed_seq": through_seq, "processor": processor_state})
         if renames:
             (self.state_dir / INTENT).unlink()
         self.committed_seq = through_seq
@@ -187,8 +196,9 @@ class LakeWriter:
         if intent_path.exists():
             intent = msgspec.json.decode(intent_path.read_bytes())
             _apply_renames([tuple(pair) for pair in intent["renames"]])
-            write_json_atomically(self.state_dir / CHECKPOINT,
-                                   {"committed_seq": intent["through_seq"], "processor": intent["processor"]})
+            write_json_atomically(
+                self.state_dir / CHECKPOINT, {"committed_seq": intent["through_seq"], "processor": intent["processor"]}
+            )
             intent_path.unlink()
         for stray in self.root.rglob(f"part-*-{self.writer_id}.parquet.tmp"):
             stray.unlink()
@@ -222,10 +232,12 @@ def _state_keys_of_day(directory: Path, home: str, entity_ids: pa.Array, attempt
         try:
             for path in directory.glob("*.parquet"):
                 table = pq.read_table(path, columns=["home", "entity_id", "last_updated"])
-                table = table.filter(pc.and_(pc.equal(table["home"], home),
-                                             pc.is_in(table["entity_id"], value_set=entity_ids)))
-                keys.update(zip(table["entity_id"].to_pylist(),
-                                table["last_updated"].cast(pa.int64()).to_pylist(), strict=True))
+                table = table.filter(
+                    pc.and_(pc.equal(table["home"], home), pc.is_in(table["entity_id"], value_set=entity_ids))
+                )
+                keys.update(
+                    zip(table["entity_id"].to_pylist(), table["last_updated"].cast(pa.int64()).to_pylist(), strict=True)
+                )
             return keys
         except FileNotFoundError:
             if attempt == attempts - 1:

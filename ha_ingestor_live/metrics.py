@@ -37,8 +37,7 @@ class CollectorMetrics(Collector):
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(f"ha_ingestor_{name}", doc, value=value)
-        committed = CounterMetricFamily("ha_ingestor_rows_committed", "Rows committed to the lake",
-                                        labels=["table"])
+        committed = CounterMetricFamily("ha_ingestor_rows_committed", "Rows committed to the lake", labels=["table"])
         for table, rows in sorted(s["rows_committed"].items()):
             committed.add_metric([table], rows)
         yield committed
@@ -46,8 +45,10 @@ class CollectorMetrics(Collector):
             "spool_depth": ("Spooled records not yet committed to the lake", s["spool_depth"]),
             "lag_seconds": ("Now minus the newest processed event's time_fired", s["lag_seconds"]),
             "connected": ("1 while connected to Home Assistant", 1 if s["connected"] else 0),
-            "spool_latency_p99_seconds": ("p99 receipt-to-durable-spool latency of recent frames",
-                                          s["spool_latency_p99"]),
+            "spool_latency_p99_seconds": (
+                "p99 receipt-to-durable-spool latency of recent frames",
+                s["spool_latency_p99"],
+            ),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(f"ha_ingestor_{name}", doc, value=value)
@@ -58,8 +59,9 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve_metrics(snapshot: Callable[[], dict[str, Any]], healthy: Callable[[], bool],
-                  host: str = "127.0.0.1", port: int = 9464) -> WSGIServer:
+def serve_metrics(
+    snapshot: Callable[[], dict[str, Any]], healthy: Callable[[], bool], host: str = "127.0.0.1", port: int = 9464
+) -> WSGIServer:
     """Start the HTTP endpoint in a daemon thread; ``server.shutdown()`` stops it."""
     registry = CollectorRegistry()
     registry.register(CollectorMetrics(snapshot))
@@ -68,10 +70,17 @@ def serve_metrics(snapshot: Callable[[], dict[str, Any]], healthy: Callable[[], 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         if environ.get("PATH_INFO") == "/healthz":
             ok = healthy()
-            body = json.dumps({"status": "ok" if ok else "failing", "time": time.time(),
-                               **{k: v for k, v in snapshot().items() if not isinstance(v, dict)}}).encode()
-            start_response("200 OK" if ok else "503 Service Unavailable",
-                           [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            body = json.dumps(
+                {
+                    "status": "ok" if ok else "failing",
+                    "time": time.time(),
+                    **{k: v for k, v in snapshot().items() if not isinstance(v, dict)},
+                }
+            ).encode()
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
             return [body]
         return metrics_app(environ, start_response)
 

@@ -114,9 +114,24 @@ def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, Row | No
         if new is None:  # a removal, kept with a null state at time_fired
             old_context = (old.context if old else None) or _NO_CONTEXT
             # STATES column order
-            state = (home, entity_id, entity_id.partition(".")[0], None, None, None, time_fired, time_fired, None,
-                     old.state if old else None, old_context.id, old_context.parent_id, old_context.user_id,
-                     "live", eid, received_at)
+            state = (
+                home,
+                entity_id,
+                entity_id.partition(".")[0],
+                None,
+                None,
+                None,
+                time_fired,
+                time_fired,
+                None,
+                old.state if old else None,
+                old_context.id,
+                old_context.parent_id,
+                old_context.user_id,
+                "live",
+                eid,
+                received_at,
+            )
         else:
             state = state_row(new, "live", received_at, home, eid, old.state if old else None, time_fired)
     elif '"entity_id"' in text:  # most events have none: skip the decode
@@ -129,13 +144,31 @@ def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, Row | No
         elif isinstance(found, list) and len(found) == 1 and isinstance(found[0], str):
             entity_id = found[0]
     # EVENTS column order
-    row = (home, eid, event_type, time_fired, event.origin, context_id, context.parent_id, context.user_id,
-           entity_id, text, received_at)
+    row = (
+        home,
+        eid,
+        event_type,
+        time_fired,
+        event.origin,
+        context_id,
+        context.parent_id,
+        context.user_id,
+        entity_id,
+        text,
+        received_at,
+    )
     return row, state
 
 
-def state_row(state: StateObject, source: str, received_at: str, home: str, eid: str | None = None,
-              old_state: str | None = None, time_fired: str | None = None) -> Row:
+def state_row(
+    state: StateObject,
+    source: str,
+    received_at: str,
+    home: str,
+    eid: str | None = None,
+    old_state: str | None = None,
+    time_fired: str | None = None,
+) -> Row:
     context = state.context or _NO_CONTEXT
     entity_id = state.entity_id
     # HA's three times are usually the same string (and, live, the event's time_fired): validate each once
@@ -150,9 +183,24 @@ def state_row(state: StateObject, source: str, received_at: str, home: str, eid:
     value = state.state
     attributes = state.attributes
     # STATES column order
-    return (home, entity_id, entity_id.partition(".")[0], value, parse_number(value),
-            str(attributes, "utf-8") if attributes else None, last_changed, last_updated, last_reported,
-            old_state, context.id, context.parent_id, context.user_id, source, eid, received_at)
+    return (
+        home,
+        entity_id,
+        entity_id.partition(".")[0],
+        value,
+        parse_number(value),
+        str(attributes, "utf-8") if attributes else None,
+        last_changed,
+        last_updated,
+        last_reported,
+        old_state,
+        context.id,
+        context.parent_id,
+        context.user_id,
+        source,
+        eid,
+        received_at,
+    )
 
 
 def snapshot_state_rows(result: bytes, received_at: str, home: str) -> list[Row]:
@@ -182,10 +230,26 @@ def history_state_rows(result: bytes, received_at: str, home: str) -> list[Row]:
             elif entry.a:
                 attributes = bytes(entry.a).decode()
             # STATES column order
-            rows.append((home, entity_id, domain, entry.s, parse_number(entry.s), attributes,
-                         utc_iso_from_unix(entry.lc) if entry.lc is not None else last_updated, last_updated,
-                         utc_iso_from_unix(entry.lr) if entry.lr is not None else None, previous,
-                         None, None, None, "backfill", None, received_at))
+            rows.append(
+                (
+                    home,
+                    entity_id,
+                    domain,
+                    entry.s,
+                    parse_number(entry.s),
+                    attributes,
+                    utc_iso_from_unix(entry.lc) if entry.lc is not None else last_updated,
+                    last_updated,
+                    utc_iso_from_unix(entry.lr) if entry.lr is not None else None,
+                    previous,
+                    None,
+                    None,
+                    None,
+                    "backfill",
+                    None,
+                    received_at,
+                )
+            )
             previous = entry.s
     return rows
 
@@ -200,8 +264,9 @@ REGISTRY_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def registry_rows(kind: str, result: bytes, snapshot_at: str, snapshot_seq: int, home: str,
-                  item_id: str | None = None) -> list[Row]:
+def registry_rows(
+    kind: str, result: bytes, snapshot_at: str, snapshot_seq: int, home: str, item_id: str | None = None
+) -> list[Row]:
     """Registry and configuration snapshots, one row per item, each item's JSON kept exactly.
 
     ``item_id`` names a single-item result (an automation or script config by entity_id).
@@ -217,8 +282,11 @@ def registry_rows(kind: str, result: bytes, snapshot_at: str, snapshot_seq: int,
     if item_id is not None:
         return [row(item_id, parsed)]
     if kind == "services" and isinstance(parsed, dict):
-        return [row(f"{domain}.{service}", spec) for domain, services in parsed.items()
-                for service, spec in (services or {}).items()]
+        return [
+            row(f"{domain}.{service}", spec)
+            for domain, services in parsed.items()
+            for service, spec in (services or {}).items()
+        ]
     if kind == "core_config" and isinstance(parsed, dict):
         return [row(parsed.get("location_name"), parsed)]
     if not isinstance(parsed, list):

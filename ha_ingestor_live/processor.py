@@ -68,8 +68,14 @@ def _utc_iso(unix: float) -> str:
 class Processor:
     """Feeds spool records into a ``LakeWriter``; call ``state()`` to checkpoint it."""
 
-    def __init__(self, lake: LakeWriter, *, home: str | None = None, max_message_bytes: int = 4 << 20,
-                 on_registry_stale: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        lake: LakeWriter,
+        *,
+        home: str | None = None,
+        max_message_bytes: int = 4 << 20,
+        on_registry_stale: Callable[[str], None] | None = None,
+    ) -> None:
         self.lake = lake
         self.home_override = home
         self.max_message_bytes = max_message_bytes
@@ -95,9 +101,14 @@ class Processor:
         return counts
 
     def state(self) -> dict[str, Any]:
-        return {"home": self.home, "pending": self.pending, "subscriptions": self.subscriptions,
-                "last_event_time": self.last_event_time, "latest_state": self.latest_state,
-                "current_conn": self.current_conn}
+        return {
+            "home": self.home,
+            "pending": self.pending,
+            "subscriptions": self.subscriptions,
+            "last_event_time": self.last_event_time,
+            "latest_state": self.latest_state,
+            "current_conn": self.current_conn,
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         if not state:
@@ -128,20 +139,26 @@ class Processor:
                         # a coalesced frame may hold the subscription's reply and then its first events
                         subscription = self.subscriptions.get(str(record.conn))
                 except MalformedMessage as exc:
-                    self.quarantine(received_at, "message", str(exc),
-                                    raw_texts.get(id(message)) or msgspec.json.encode(message))
+                    self.quarantine(
+                        received_at, "message", str(exc), raw_texts.get(id(message)) or msgspec.json.encode(message)
+                    )
                 except Exception as exc:  # a message we cannot handle must not stop the ones after it
                     log.exception("could not process a message of spool record %d", record.seq)
-                    self.quarantine(received_at, "message", f"processing error: {exc!r}",
-                                    raw_texts.get(id(message)) or msgspec.json.encode(message))
+                    self.quarantine(
+                        received_at,
+                        "message",
+                        f"processing error: {exc!r}",
+                        raw_texts.get(id(message)) or msgspec.json.encode(message),
+                    )
         self.processed_seq = record.seq
 
     def quarantine(self, received_at: str, stage: str, reason: str, raw: bytes) -> None:
         self._counts["quarantined"] += 1
         log.warning("quarantined (%s): %s", stage, reason)
         # QUARANTINE column order
-        self.lake.add("quarantine", (self.home, received_at, stage, reason, raw.decode("utf-8", "backslashreplace")),
-                      len(raw))
+        self.lake.add(
+            "quarantine", (self.home, received_at, stage, reason, raw.decode("utf-8", "backslashreplace")), len(raw)
+        )
 
     def _forget_other_connections(self, conn: int) -> None:
         """Replies and events of a closed connection never come: drop what waited for them."""
@@ -244,14 +261,19 @@ class Processor:
         if kind == "get_states":
             self._add_new_states(snapshot_state_rows(result, received_at, self.home), record.seq, "snapshot")
         elif kind == "history/history_during_period":
-            added = self._add_new_states(history_state_rows(result, received_at, self.home), record.seq,
-                                         "backfilled")
-            log.log(logging.INFO if added else logging.DEBUG, "backfill %s..%s: %d new state rows",
-                    command.get("start_time"), command.get("end_time"), added)
+            added = self._add_new_states(history_state_rows(result, received_at, self.home), record.seq, "backfilled")
+            log.log(
+                logging.INFO if added else logging.DEBUG,
+                "backfill %s..%s: %d new state rows",
+                command.get("start_time"),
+                command.get("end_time"),
+                added,
+            )
         registry = REGISTRY_COMMANDS.get(kind)
         if registry:
-            for row in registry_rows(registry, result, received_at, record.seq, self.home,
-                                     item_id=command.get("entity_id")):
+            for row in registry_rows(
+                registry, result, received_at, record.seq, self.home, item_id=command.get("entity_id")
+            ):
                 self.lake.add(f"registry/{registry}", row, len(row[REGISTRY_DATA]))
 
     def _add_new_states(self, rows: list[Row], seq: int, counter: str) -> int:

@@ -96,15 +96,24 @@ class SessionRecord:
     def row(self, updated_at: dt.datetime) -> dict[str, object]:
         counters = self.counters
         return {
-            "home": self.home, "collector_id": self.collector_id, "session_id": self.session_id,
-            "connected_at": self.connected_at, "ha_version": self.ha_version,
-            "disconnected_at": self.disconnected_at, "disconnect_reason": self.disconnect_reason,
-            "gap_start": self.gap_start, "gap_end": self.first_event_at or self.connected_at,
-            "backfill_from": self.backfill_from, "backfill_rows": counters.backfill_rows,
+            "home": self.home,
+            "collector_id": self.collector_id,
+            "session_id": self.session_id,
+            "connected_at": self.connected_at,
+            "ha_version": self.ha_version,
+            "disconnected_at": self.disconnected_at,
+            "disconnect_reason": self.disconnect_reason,
+            "gap_start": self.gap_start,
+            "gap_end": self.first_event_at or self.connected_at,
+            "backfill_from": self.backfill_from,
+            "backfill_rows": counters.backfill_rows,
             "last_event_time": self.last_event_time,
-            "events_received": counters.events_received, "events_committed": counters.events_committed,
-            "quarantined": counters.quarantined, "frames_received": counters.frames_received,
-            "reconnects": self.reconnects, "updated_at": updated_at,
+            "events_received": counters.events_received,
+            "events_committed": counters.events_committed,
+            "quarantined": counters.quarantined,
+            "frames_received": counters.frames_received,
+            "reconnects": self.reconnects,
+            "updated_at": updated_at,
         }
 
 
@@ -119,8 +128,11 @@ class SessionLog:
 
     def path(self, record: SessionRecord) -> Path:
         assert record.connected_at is not None
-        return (self.root / f"date={record.connected_at.date().isoformat()}"
-                / f"session-{record.session_id}-{record.collector_id}.parquet")
+        return (
+            self.root
+            / f"date={record.connected_at.date().isoformat()}"
+            / f"session-{record.session_id}-{record.collector_id}.parquet"
+        )
 
     def write(self, record: SessionRecord) -> Path:
         """Replace the session's file with its current row (temp file, fsync, rename)."""
@@ -131,4 +143,3 @@ class SessionLog:
         pq.write_table(table, sink, compression="zstd")
         write_bytes_atomically(path, sink.getvalue().to_pybytes())
         return path
-

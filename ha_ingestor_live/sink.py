@@ -40,8 +40,16 @@ class SinkStats:
 
 
 class DurableSink:
-    def __init__(self, spool: Spool, processor: Processor, lake: LakeWriter, *, flush_rows: int = 100_000,
-                 flush_bytes: int = 16 << 20, flush_interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        processor: Processor,
+        lake: LakeWriter,
+        *,
+        flush_rows: int = 100_000,
+        flush_bytes: int = 16 << 20,
+        flush_interval_s: float = 10.0,
+    ) -> None:
         self.spool = spool
         self.processor = processor
         self.lake = lake
@@ -52,9 +60,11 @@ class DurableSink:
         self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._durable: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._sealed: queue.Queue[object] = queue.Queue(maxsize=1)  # memory: one commit waits, one is written
-        self._threads = [threading.Thread(target=self._spool_loop, name="spool", daemon=True),
-                         threading.Thread(target=self._process_loop, name="processor", daemon=True),
-                         threading.Thread(target=self._commit_loop, name="committer", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._spool_loop, name="spool", daemon=True),
+            threading.Thread(target=self._process_loop, name="processor", daemon=True),
+            threading.Thread(target=self._commit_loop, name="committer", daemon=True),
+        ]
         self.failure: BaseException | None = None
         self._commit_requested = threading.Event()
 
@@ -131,9 +141,12 @@ class DurableSink:
                     for offset, (kind, conn, received_at, payload) in enumerate(batch):
                         self.processor.process(SpoolRecord(first_seq + offset, kind, conn, received_at, payload))
                     self.stats.records_processed += len(batch)
-                due = (self.lake.buffered_rows >= self.flush_rows or self.lake.buffered_bytes >= self.flush_bytes
-                       or time.monotonic() - last_commit >= self.flush_interval_s
-                       or self._commit_requested.is_set())
+                due = (
+                    self.lake.buffered_rows >= self.flush_rows
+                    or self.lake.buffered_bytes >= self.flush_bytes
+                    or time.monotonic() - last_commit >= self.flush_interval_s
+                    or self._commit_requested.is_set()
+                )
                 if due:
                     self._commit_requested.clear()
                     self._seal()
@@ -169,8 +182,13 @@ class DurableSink:
                 for location, rows in result.rows.items():
                     self.stats.rows_committed[location] = self.stats.rows_committed.get(location, 0) + rows
                 if result.files:
-                    log.info("committed %d rows in %d files through spool seq %d (%.2f s)",
-                             sum(result.rows.values()), len(result.files), sealed.through_seq, result.seconds)
+                    log.info(
+                        "committed %d rows in %d files through spool seq %d (%.2f s)",
+                        sum(result.rows.values()),
+                        len(result.files),
+                        sealed.through_seq,
+                        result.seconds,
+                    )
         except BaseException as exc:  # the collector checks alive() and stops; the spool keeps the rows
             self.failure = exc
             log.exception("lake commit failed")

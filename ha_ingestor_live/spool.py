@@ -63,8 +63,13 @@ def record_header(kind: bytes, conn: int, seq: int, received_at: float, payload:
 class Spool:
     """Segmented append-only log under ``directory``; one writer at a time."""
 
-    def __init__(self, directory: Path, fsync: FsyncPolicy = FsyncPolicy.BATCH,
-                 fsync_interval_s: float = 0.05, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        fsync: FsyncPolicy = FsyncPolicy.BATCH,
+        fsync_interval_s: float = 0.05,
+        segment_bytes: int = SEGMENT_BYTES,
+    ) -> None:
         self.directory = directory
         self.fsync = fsync
         self.fsync_interval_s = fsync_interval_s
@@ -84,17 +89,18 @@ class Spool:
             data = segment.read_bytes()
             offset = 0
             while offset < len(data):
-                header = data[offset:offset + HEADER.size]
+                header = data[offset : offset + HEADER.size]
                 if len(header) < HEADER.size:
-                    damage.append(SpoolDamage(segment, offset, "torn record header at end of segment",
-                                              data[offset:]))
+                    damage.append(SpoolDamage(segment, offset, "torn record header at end of segment", data[offset:]))
                     break
                 magic, kind, conn, seq, received_at, length, crc = HEADER.unpack(header)
-                payload = data[offset + HEADER.size:offset + HEADER.size + length]
-                if magic != MAGIC or len(payload) < length or zlib.crc32(
-                        payload, zlib.crc32(header[2:-4])) != crc:
-                    reason = "bad magic" if magic != MAGIC else (
-                        "torn record at end of segment" if len(payload) < length else "checksum mismatch")
+                payload = data[offset + HEADER.size : offset + HEADER.size + length]
+                if magic != MAGIC or len(payload) < length or zlib.crc32(payload, zlib.crc32(header[2:-4])) != crc:
+                    reason = (
+                        "bad magic"
+                        if magic != MAGIC
+                        else ("torn record at end of segment" if len(payload) < length else "checksum mismatch")
+                    )
                     damage.append(SpoolDamage(segment, offset, reason, data[offset:]))
                     break
                 offset += HEADER.size + length
@@ -125,10 +131,11 @@ class Spool:
             seq += 1
         fd = self._file.fileno()
         for start in range(0, len(chunks), IOV_MAX):
-            self._segment_size += _write_all(fd, chunks[start:start + IOV_MAX])
+            self._segment_size += _write_all(fd, chunks[start : start + IOV_MAX])
         self.next_seq = seq
         if self.fsync is FsyncPolicy.BATCH or (
-                self.fsync is FsyncPolicy.INTERVAL and time.monotonic() - self._last_fsync >= self.fsync_interval_s):
+            self.fsync is FsyncPolicy.INTERVAL and time.monotonic() - self._last_fsync >= self.fsync_interval_s
+        ):
             self._sync()
         return self.next_seq - 1
 
@@ -161,5 +168,5 @@ def _write_all(fd: int, chunks: list[bytes]) -> int:
     if written < total:
         rest = memoryview(b"".join(chunks))[written:]
         while rest:
-            rest = rest[os.write(fd, rest):]
+            rest = rest[os.write(fd, rest) :]
     return total

@@ -8,5 +8,7 @@ import dagster as dg
 @dg.definitions
 def defs() -> dg.Definitions:
     # one process per step costs more than it gains on a home server's few cores
-    return dg.Definitions.merge(dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-                                dg.Definitions(executor=dg.in_process_executor))
+    return dg.Definitions.merge(
+        dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
+        dg.Definitions(executor=dg.in_process_executor),
+    )

@@ -70,15 +70,35 @@ def free_port() -> int:
 
 
 def collector_command(url: str, lake: Path, state: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "ha_ingestor", "collect", "--ha-url", url, "--token", TOKEN,
-            "--lake", str(lake), "--state-dir", str(state), "--metrics-port", "-1", "--backfill-delay", "0.2",
-            *extra]
+    return [
+        sys.executable,
+        "-m",
+        "ha_ingestor",
+        "collect",
+        "--ha-url",
+        url,
+        "--token",
+        TOKEN,
+        "--lake",
+        str(lake),
+        "--state-dir",
+        str(state),
+        "--metrics-port",
+        "-1",
+        "--backfill-delay",
+        "0.2",
+        *extra,
+    ]
 
 
 def start_collector(url: str, lake: Path, state: Path, *extra: str, log: Path | None = None) -> subprocess.Popen:
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(collector_command(url, lake, state, *extra), stdout=out, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        collector_command(url, lake, state, *extra),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def lake_query(lake: Path, table: str, sql: str) -> list[tuple]:
@@ -86,8 +106,7 @@ def lake_query(lake: Path, table: str, sql: str) -> list[tuple]:
     if not list((lake / table).rglob("*.parquet")):
         return []
     con = duckdb.connect()
-    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{lake}/{table}/**/*.parquet', "
-                "hive_partitioning=true)")
+    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{lake}/{table}/**/*.parquet', hive_partitioning=true)")
     return con.execute(sql).fetchall()
 
 

@@ -25,9 +25,17 @@ from .conftest import TOKEN, collector_command, fired_state_keys, lake_query, st
 
 
 def _settings(server_url: str, tmp_path: Path, **overrides) -> CollectorSettings:
-    values = {"ha_url": server_url, "token": TOKEN, "lake": tmp_path / "lake", "state_dir": tmp_path / "state",
-              "metrics_port": None, "backfill_delay_s": 0.2, "flush_interval_s": 1.0,
-              "backoff_initial_s": 0.2, "backoff_max_s": 1.0}
+    values = {
+        "ha_url": server_url,
+        "token": TOKEN,
+        "lake": tmp_path / "lake",
+        "state_dir": tmp_path / "state",
+        "metrics_port": None,
+        "backfill_delay_s": 0.2,
+        "flush_interval_s": 1.0,
+        "backoff_initial_s": 0.2,
+        "backoff_max_s": 1.0,
+    }
     return CollectorSettings(**{**values, **overrides})
 
 
@@ -50,14 +58,14 @@ def _state_keys(lake: Path) -> list[tuple[str, str]]:
 def _iso_keys(keys) -> set[tuple[str, str]]:
     import datetime as dt
 
-    return {(eid, dt.datetime.fromisoformat(ts).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"))
-            for eid, ts in keys}
+    return {
+        (eid, dt.datetime.fromisoformat(ts).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")) for eid, ts in keys
+    }
 
 
 def _assert_no_duplicates(lake: Path) -> None:
     assert lake_query(lake, "events", "SELECT event_id FROM t GROUP BY 1 HAVING count(*) > 1") == []
-    assert lake_query(lake, "states", "SELECT entity_id, last_updated FROM t GROUP BY 1, 2 "
-                                      "HAVING count(*) > 1") == []
+    assert lake_query(lake, "states", "SELECT entity_id, last_updated FROM t GROUP BY 1, 2 HAVING count(*) > 1") == []
 
 
 def test_every_event_and_state_lands_exactly_once(recording, tmp_path):
@@ -87,8 +95,18 @@ def test_every_event_and_state_lands_exactly_once(recording, tmp_path):
     assert sources["live"] == len(fired)
     assert lake_query(lake, "states", "SELECT DISTINCT home FROM t") == [("maple_house",)]
     kinds = {p.name for p in (lake / "registry").iterdir()}
-    assert kinds == {"areas", "floors", "labels", "devices", "entities", "config_entries", "automations",
-                     "scripts", "core_config", "services"}
+    assert kinds == {
+        "areas",
+        "floors",
+        "labels",
+        "devices",
+        "entities",
+        "config_entries",
+        "automations",
+        "scripts",
+        "core_config",
+        "services",
+    }
     [(areas,)] = lake_query(lake, "registry/areas", "SELECT count(DISTINCT item_id) FROM t")
     assert areas >= 10
     assert not (lake / "quarantine").exists()
@@ -99,6 +117,7 @@ def test_every_event_and_state_lands_exactly_once(recording, tmp_path):
 
 def _collect_with_a_drop(recording, tmp_path: Path, **overrides) -> tuple[ReplayServer, Collector]:
     """The whole recording, with the connection dropped 4 s in and refused for 2 s."""
+
     async def scenario():
         async with ReplayServer(recording, token=TOKEN, speed=20) as server:
             collector = Collector(_settings(server.url, tmp_path, **overrides))
@@ -123,8 +142,11 @@ def test_dropped_connection_is_backfilled_from_history(recording, tmp_path):
     assert missed_states, "the drop should have made the live stream miss state changes"
     lake_keys = _state_keys(lake)
     assert missed_states <= set(lake_keys)
-    recovered = _iso_keys(lake_query(lake, "states", "SELECT entity_id, last_updated::VARCHAR FROM t "
-                                                     "WHERE source IN ('backfill', 'snapshot')"))
+    recovered = _iso_keys(
+        lake_query(
+            lake, "states", "SELECT entity_id, last_updated::VARCHAR FROM t WHERE source IN ('backfill', 'snapshot')"
+        )
+    )
     assert missed_states <= recovered, "missed states come from history (or the reconnect's get_states)"
     assert lake_query(lake, "states", "SELECT count(*) FROM t WHERE source = 'backfill'")[0][0] > 0
     fired = _iso_keys(fired_state_keys(e for _, e in recording.events))
@@ -149,7 +171,10 @@ def test_sessions_record_the_drop_its_gap_and_the_collectors_counters(recording,
     collector_id = (tmp_path / "state" / "collector_id").read_text().strip()
     for session in (first, second):
         assert (session["home"], session["collector_id"], session["ha_version"]) == (
-            "maple_house", collector_id, recording.ha_version)
+            "maple_house",
+            collector_id,
+            recording.ha_version,
+        )
         name = f"session-{session['session_id']}-{collector_id}.parquet"
         assert (lake / "collector_sessions" / f"date={session['connected_at']:%Y-%m-%d}" / name).exists()
         assert session["connected_at"] < session["disconnected_at"] <= session["updated_at"]
@@ -161,18 +186,27 @@ def test_sessions_record_the_drop_its_gap_and_the_collectors_counters(recording,
     assert not list(lake.rglob("*.tmp"))
 
     def received_in(session: dict, table: str, where: str = "true") -> list[tuple]:
-        return lake_query(lake, table, f"SELECT * FROM t WHERE received_at BETWEEN '{session['connected_at']}' "
-                                       f"AND '{session['disconnected_at']}' AND {where}")
+        return lake_query(
+            lake,
+            table,
+            f"SELECT * FROM t WHERE received_at BETWEEN '{session['connected_at']}' "
+            f"AND '{session['disconnected_at']}' AND {where}",
+        )
 
     # the gap: the last event time seen before the drop, the first one after it, around every missed event
-    [(before,)] = lake_query(lake, "events", f"SELECT max(time_fired) FROM t "
-                                             f"WHERE received_at <= '{first['disconnected_at']}'")
-    [(after,)] = lake_query(lake, "events", f"SELECT min(time_fired) FROM t "
-                                            f"WHERE received_at >= '{second['connected_at']}'")
+    [(before,)] = lake_query(
+        lake, "events", f"SELECT max(time_fired) FROM t WHERE received_at <= '{first['disconnected_at']}'"
+    )
+    [(after,)] = lake_query(
+        lake, "events", f"SELECT min(time_fired) FROM t WHERE received_at >= '{second['connected_at']}'"
+    )
     assert (second["gap_start"], second["gap_end"]) == (before, after)
     delivered = {json.dumps(e, sort_keys=True) for c in server.all_clients for _, e in c.sent}
-    missed = [dt.datetime.fromisoformat(e["time_fired"]) for _, e in recording.events
-              if json.dumps(e, sort_keys=True) not in delivered]
+    missed = [
+        dt.datetime.fromisoformat(e["time_fired"])
+        for _, e in recording.events
+        if json.dumps(e, sort_keys=True) not in delivered
+    ]
     assert missed and before <= min(missed) and max(missed) <= after
     assert second["backfill_from"] == before - dt.timedelta(seconds=60)
     assert first["backfill_from"] < first["connected_at"] - dt.timedelta(days=9)
@@ -236,8 +270,9 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(replay_server, tmp_path):
     assert len(lake_events) > 0
 
     def key(event):
-        return event_id(event["event_type"], event["time_fired"], event["context"]["id"],
-                        msgspec.json.encode(event["data"]))
+        return event_id(
+            event["event_type"], event["time_fired"], event["context"]["id"], msgspec.json.encode(event["data"])
+        )
 
     # every event written to a connection well before that connection's collector was killed is in the lake
     lost = 0
@@ -259,9 +294,19 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(replay_server, tmp_path):
 
 
 def test_malformed_frames_are_quarantined_and_collection_goes_on(recording, tmp_path):
-    oversized = json.dumps({"id": 0, "type": "event", "event": {
-        "event_type": "huge", "time_fired": "2026-11-24T10:00:00+00:00", "origin": "LOCAL",
-        "context": {"id": "x"}, "data": {"blob": "x" * 200_000}}})
+    oversized = json.dumps(
+        {
+            "id": 0,
+            "type": "event",
+            "event": {
+                "event_type": "huge",
+                "time_fired": "2026-11-24T10:00:00+00:00",
+                "origin": "LOCAL",
+                "context": {"id": "x"},
+                "data": {"blob": "x" * 200_000},
+            },
+        }
+    )
 
     async def scenario():
         async with ReplayServer(recording, token=TOKEN, speed=25) as server:
@@ -270,16 +315,33 @@ def test_malformed_frames_are_quarantined_and_collection_goes_on(recording, tmp_
             async def inject():
                 await asyncio.sleep(3)
                 sub = next(c.subscription for c in server.clients if c.subscription)
-                for text in ('{"id": 1, "type": "event", "event": {"event_type": "x", "data": {',
-                             '42',
-                             json.dumps({"id": sub, "type": "mystery"}),
-                             json.dumps({"id": sub, "type": "event", "event": {"event_type": "no_time"}}),
-                             json.dumps([{"id": sub, "type": "event", "event": {
-                                 "event_type": "bad_time", "time_fired": "not a time", "data": {}}},
-                                 {"id": sub, "type": "event", "event": {
-                                     "event_type": "good_one", "time_fired": "2026-11-24T10:00:00+00:00",
-                                     "origin": "LOCAL", "context": {"id": "y"}, "data": {}}}]),
-                             oversized.replace('"id": 0', f'"id": {sub}')):
+                for text in (
+                    '{"id": 1, "type": "event", "event": {"event_type": "x", "data": {',
+                    "42",
+                    json.dumps({"id": sub, "type": "mystery"}),
+                    json.dumps({"id": sub, "type": "event", "event": {"event_type": "no_time"}}),
+                    json.dumps(
+                        [
+                            {
+                                "id": sub,
+                                "type": "event",
+                                "event": {"event_type": "bad_time", "time_fired": "not a time", "data": {}},
+                            },
+                            {
+                                "id": sub,
+                                "type": "event",
+                                "event": {
+                                    "event_type": "good_one",
+                                    "time_fired": "2026-11-24T10:00:00+00:00",
+                                    "origin": "LOCAL",
+                                    "context": {"id": "y"},
+                                    "data": {},
+                                },
+                            },
+                        ]
+                    ),
+                    oversized.replace('"id": 0', f'"id": {sub}'),
+                ):
                     await server.send_raw(text)
 
             await _collect_while(server, collector, inject)
@@ -340,27 +402,50 @@ def test_metrics_and_healthz(recording, tmp_path):
                 await asyncio.sleep(0.1)
             port = collector.metrics_server.server_port
             metrics = await asyncio.to_thread(
-                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode())
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            )
             health = await asyncio.to_thread(
-                lambda: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read()))
+                lambda: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read())
+            )
             collector.request_stop()
             await task
             return metrics, health
 
     metrics, health = asyncio.run(scenario())
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
-              if line and not line.startswith("#")}
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
     assert values["ha_ingestor_events_received_total"] >= 500
-    for name in ("ha_ingestor_quarantined_total", "ha_ingestor_backfilled_states_total",
-                 "ha_ingestor_reconnects_total", "ha_ingestor_spool_depth", "ha_ingestor_lag_seconds"):
+    for name in (
+        "ha_ingestor_quarantined_total",
+        "ha_ingestor_backfilled_states_total",
+        "ha_ingestor_reconnects_total",
+        "ha_ingestor_spool_depth",
+        "ha_ingestor_lag_seconds",
+    ):
         assert name in values
     assert values["ha_ingestor_connected"] == 1
     assert health["status"] == "ok" and health["connected"] is True and health["home"] == "maple_house"
 
 
 def test_collect_help_documents_the_options():
-    result = subprocess.run([*collector_command("x", Path("l"), Path("s"))[:4], "--help"], capture_output=True,
-                            text=True, env={**os.environ})
-    for option in ("--ha-url", "--token", "--token-file", "--lake", "--fsync", "--metrics-port", "HA_URL",
-                   "HA_TOKEN", "HA_INGESTOR_LAKE"):
+    result = subprocess.run(
+        [*collector_command("x", Path("l"), Path("s"))[:4], "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
+    for option in (
+        "--ha-url",
+        "--token",
+        "--token-file",
+        "--lake",
+        "--fsync",
+        "--metrics-port",
+        "HA_URL",
+        "HA_TOKEN",
+        "HA_INGESTOR_LAKE",
+    ):
         assert option in result.stdout

@@ -12,11 +12,27 @@ from ha_ingestor_live.lake_writer import INTENT, LakeWriter
 
 
 def _state(entity_id: str, last_updated: str, state: str = "1") -> tuple:
-    return row_from("states", {"home": "h", "entity_id": entity_id, "domain": entity_id.split(".")[0], "state": state,
-            "state_num": 1.0, "attributes": "{}", "last_changed": last_updated, "last_updated": last_updated,
-            "last_reported": None, "old_state": None, "context_id": None, "context_parent_id": None,
-            "context_user_id": None, "source": "live", "event_id": None,
-            "received_at": "2026-11-26T00:00:00+00:00"})
+    return row_from(
+        "states",
+        {
+            "home": "h",
+            "entity_id": entity_id,
+            "domain": entity_id.split(".")[0],
+            "state": state,
+            "state_num": 1.0,
+            "attributes": "{}",
+            "last_changed": last_updated,
+            "last_updated": last_updated,
+            "last_reported": None,
+            "old_state": None,
+            "context_id": None,
+            "context_parent_id": None,
+            "context_user_id": None,
+            "source": "live",
+            "event_id": None,
+            "received_at": "2026-11-26T00:00:00+00:00",
+        },
+    )
 
 
 @pytest.fixture
@@ -32,8 +48,10 @@ def test_commit_writes_hive_partitions_readable_by_duckdb(lake, tmp_path):
     assert all(p.name == "part-000000000001-000000000005-w1.parquet" for p in result.files)
     table = pq.read_table(result.files[0])
     assert table.schema.field("last_updated").type == TIMESTAMP
-    rows = duckdb.sql(f"SELECT date, count(*) FROM read_parquet('{lake.root}/states/**/*.parquet', "
-                      "hive_partitioning=true) GROUP BY 1 ORDER BY 1").fetchall()
+    rows = duckdb.sql(
+        f"SELECT date, count(*) FROM read_parquet('{lake.root}/states/**/*.parquet', "
+        "hive_partitioning=true) GROUP BY 1 ORDER BY 1"
+    ).fetchall()
     assert [(str(d), n) for d, n in rows] == [("2026-11-24", 1), ("2026-11-25", 1)]
     assert json.loads((tmp_path / "state" / "checkpoint.json").read_text())["committed_seq"] == 5
 
@@ -71,11 +89,14 @@ def test_existing_state_keys_cover_committed_and_buffered_rows(lake):
     lake.add("states", _state("sensor.a", "2026-11-24T10:00:00.000001+00:00"))
     lake.commit(1, {})
     lake.add("states", _state("sensor.b", "2026-11-24T11:00:00+00:00"))
-    keys = lake.existing_state_keys("h", [_state("sensor.a", "2026-11-24T12:00:00+00:00"),
-                                          _state("sensor.b", "2026-11-24T12:00:00+00:00")])
+    keys = lake.existing_state_keys(
+        "h", [_state("sensor.a", "2026-11-24T12:00:00+00:00"), _state("sensor.b", "2026-11-24T12:00:00+00:00")]
+    )
     micros = lambda iso: round(dt.datetime.fromisoformat(iso).timestamp() * 1e6)  # noqa: E731
-    assert keys == {("sensor.a", micros("2026-11-24T10:00:00.000001+00:00")),
-                    ("sensor.b", micros("2026-11-24T11:00:00+00:00"))}
+    assert keys == {
+        ("sensor.a", micros("2026-11-24T10:00:00.000001+00:00")),
+        ("sensor.b", micros("2026-11-24T11:00:00+00:00")),
+    }
     assert lake.existing_state_keys("other-home", [_state("sensor.a", "2026-11-24T12:00:00+00:00")]) == set()
 
 

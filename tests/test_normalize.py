@@ -59,8 +59,15 @@ def test_coalesced_frame_splits_into_messages(frames):
 
 
 def test_state_changed_gives_event_and_state_row(frames):
-    raw = _state_changed(frames, lambda d: d["entity_id"].startswith("sensor.") and d["old_state"]
-                         and d["new_state"] and parse_number(d["new_state"]["state"]) is not None)
+    raw = _state_changed(
+        frames,
+        lambda d: (
+            d["entity_id"].startswith("sensor.")
+            and d["old_state"]
+            and d["new_state"]
+            and parse_number(d["new_state"]["state"]) is not None
+        ),
+    )
     event = decode_event(raw)
     row, state = live_rows(event, "maple_house")
     source = json.loads(raw)
@@ -96,8 +103,9 @@ def test_entity_removed_keeps_a_null_state_at_time_fired(frames):
 
 
 def test_rename_event_is_kept_with_its_entity(frames):
-    raw = next(_raw_events(frames, lambda e: e["event_type"] == "entity_registry_updated"
-                           and e["data"].get("old_entity_id")))
+    raw = next(
+        _raw_events(frames, lambda e: e["event_type"] == "entity_registry_updated" and e["data"].get("old_entity_id"))
+    )
     row, state = live_rows(decode_event(raw), "h")
     assert state is None
     assert row["entity_id"] == "sensor.kitchen_co2"
@@ -114,15 +122,16 @@ def test_unknown_and_unavailable_are_kept_as_states(frames, state):
 
 
 def test_attributes_are_kept_byte_for_byte():
-    raw = (b'{"event_type":"state_changed","time_fired":"2026-11-24T10:00:00.000001+00:00","origin":"LOCAL",'
-           b'"context":{"id":"c1","parent_id":null,"user_id":null},"data":{"entity_id":"sensor.x",'
-           b'"old_state":null,"new_state":{"entity_id":"sensor.x","state":"-0.0","attributes":'
-           b'{"big":123456789012345678901234567890,"neg_zero":-0.0,"\xc3\xa9t\xc3\xa9":"\xe2\x82\xac"},'
-           b'"last_changed":"2026-11-24T10:00:00.000001+00:00","last_updated":"2026-11-24T10:00:00.000001+00:00",'
-           b'"context":{"id":"c1","parent_id":null,"user_id":null}}}}')
+    raw = (
+        b'{"event_type":"state_changed","time_fired":"2026-11-24T10:00:00.000001+00:00","origin":"LOCAL",'
+        b'"context":{"id":"c1","parent_id":null,"user_id":null},"data":{"entity_id":"sensor.x",'
+        b'"old_state":null,"new_state":{"entity_id":"sensor.x","state":"-0.0","attributes":'
+        b'{"big":123456789012345678901234567890,"neg_zero":-0.0,"\xc3\xa9t\xc3\xa9":"\xe2\x82\xac"},'
+        b'"last_changed":"2026-11-24T10:00:00.000001+00:00","last_updated":"2026-11-24T10:00:00.000001+00:00",'
+        b'"context":{"id":"c1","parent_id":null,"user_id":null}}}}'
+    )
     _, state = live_rows(decode_event(raw), "h")
-    assert state["attributes"] == ('{"big":123456789012345678901234567890,"neg_zero":-0.0,'
-                                   '"\u00e9t\u00e9":"\u20ac"}')
+    assert state["attributes"] == ('{"big":123456789012345678901234567890,"neg_zero":-0.0,"\u00e9t\u00e9":"\u20ac"}')
     assert state["state"] == "-0.0" and state["state_num"] == 0.0
 
 
@@ -133,9 +142,21 @@ def test_event_id_is_deterministic_and_content_sensitive():
     assert a != event_id("x", "2026-11-24T10:00:00.000001+00:00", "c", b'{"a":1}')
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("21.5", 21.5), ("-3", -3.0), ("1e3", 1000.0), ("unknown", None), ("", None), ("nan", None),
-    ("inf", None), ("1_000", None), ("on", None), (None, None)])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("21.5", 21.5),
+        ("-3", -3.0),
+        ("1e3", 1000.0),
+        ("unknown", None),
+        ("", None),
+        ("nan", None),
+        ("inf", None),
+        ("1_000", None),
+        ("on", None),
+        (None, None),
+    ],
+)
 def test_parse_number(text, expected):
     assert parse_number(text) == expected
 
@@ -151,8 +172,10 @@ def test_timestamps_are_utc():
 def test_malformed_events_raise_with_a_reason():
     with pytest.raises(MalformedMessage, match="unexpected event shape"):
         decode_event(b'{"event_type":"x"}')
-    raw = (b'{"event_type":"state_changed","time_fired":"2026-11-24T10:00:00+00:00","data":'
-           b'{"entity_id":"sensor.x","new_state":{"entity_id":"sensor.x","state":5}}}')
+    raw = (
+        b'{"event_type":"state_changed","time_fired":"2026-11-24T10:00:00+00:00","data":'
+        b'{"entity_id":"sensor.x","new_state":{"entity_id":"sensor.x","state":5}}}'
+    )
     with pytest.raises(MalformedMessage, match="state_changed"):
         event_rows(decode_event(raw), RECEIVED, "h")
 
@@ -166,13 +189,17 @@ def test_snapshot_rows_from_real_get_states(recording):
 
 
 def test_history_rows_use_recorder_times():
-    result = (b'{"sensor.t":[{"s":"20.5","a":{"unit_of_measurement":"\xc2\xb0C"},"lu":1795713782.123456},'
-              b'{"s":"21","a":{},"lu":1795713790.5,"lc":1795713789.25}],"sensor.gone":[{"s":null,"a":{},'
-              b'"lu":1795713791.0}]}')
+    result = (
+        b'{"sensor.t":[{"s":"20.5","a":{"unit_of_measurement":"\xc2\xb0C"},"lu":1795713782.123456},'
+        b'{"s":"21","a":{},"lu":1795713790.5,"lc":1795713789.25}],"sensor.gone":[{"s":null,"a":{},'
+        b'"lu":1795713791.0}]}'
+    )
     rows = [row_as_dict("states", row) for row in history_state_rows(result, RECEIVED, "h")]
-    assert [r["last_updated"] for r in rows] == ["2026-11-26T17:23:02.123456+00:00",
-                                                 "2026-11-26T17:23:10.500000+00:00",
-                                                 "2026-11-26T17:23:11+00:00"]
+    assert [r["last_updated"] for r in rows] == [
+        "2026-11-26T17:23:02.123456+00:00",
+        "2026-11-26T17:23:10.500000+00:00",
+        "2026-11-26T17:23:11+00:00",
+    ]
     assert rows[0]["last_changed"] == rows[0]["last_updated"]
     assert rows[1]["last_changed"] == "2026-11-26T17:23:09.250000+00:00"
     assert rows[1]["old_state"] == "20.5" and rows[1]["state_num"] == 21.0
@@ -181,8 +208,12 @@ def test_history_rows_use_recorder_times():
 
 
 def test_registry_rows_and_home_name(recording):
-    areas = [row_as_dict("registry", row) for row in registry_rows(
-        "areas", msgspec.json.encode(recording.results["config/area_registry/list"]), RECEIVED, 7, "h")]
+    areas = [
+        row_as_dict("registry", row)
+        for row in registry_rows(
+            "areas", msgspec.json.encode(recording.results["config/area_registry/list"]), RECEIVED, 7, "h"
+        )
+    ]
     assert {r["item_id"] for r in areas} >= {"living_room", "kitchen"}
     assert all(r["snapshot_seq"] == 7 and r["kind"] == "areas" for r in areas)
     assert home_from_config(msgspec.json.encode(recording.results["get_config"])) == "maple_house"

@@ -47,12 +47,14 @@ SAMPLES = 12
 
 # -- Home Assistant ------------------------------------------------------------------------------
 
+
 def _realha_paths(env: dict[str, str]) -> dict[str, str]:
     """The paths env.sh derives for this environment (so the test never guesses them)."""
-    script = (f'source "{REALHA}/env.sh" && '
-              'printf "%s\\n" "$REALHA_DIR" "$HA_VENV" "$HA_CONFIG" "$HA_TOKEN_FILE" "$HA_INSTANCE"')
-    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
-                         check=True).stdout.split("\n")
+    script = (
+        f'source "{REALHA}/env.sh" && '
+        'printf "%s\\n" "$REALHA_DIR" "$HA_VENV" "$HA_CONFIG" "$HA_TOKEN_FILE" "$HA_INSTANCE"'
+    )
+    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=True).stdout.split("\n")
     return dict(zip(("realha_dir", "venv", "config", "token_file", "instance"), out, strict=False))
 
 
@@ -60,8 +62,7 @@ def _realha_paths(env: dict[str, str]) -> dict[str, str]:
 def realha_venv() -> Path:
     """Install (or find, in about 0.1 s) the Home Assistant venv; skip only when that fails."""
     try:
-        proc = subprocess.run([str(REALHA / "install.sh")], check=False, capture_output=True, text=True,
-                              timeout=900)
+        proc = subprocess.run([str(REALHA / "install.sh")], check=False, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"no real Home Assistant: tools/realha/install.sh could not run: {exc!r}")
     if proc.returncode != 0:
@@ -93,6 +94,7 @@ def _pick_port() -> int:
 
 
 # -- collector -----------------------------------------------------------------------------------
+
 
 def _collector_command() -> list[str]:
     binary = Path(sys.executable).with_name("ha-ingestor")
@@ -154,12 +156,15 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 # -- comparison ----------------------------------------------------------------------------------
 
+
 def _recorder_rows(db: Path) -> list[tuple[str, int, str | None]]:
     """Every states row of HA's recorder: (entity_id, last_updated in µs, state); NULL state = removal."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        rows = con.execute("SELECT sm.entity_id, s.last_updated_ts, s.state FROM states AS s "
-                           "JOIN states_meta AS sm ON sm.metadata_id = s.metadata_id").fetchall()
+        rows = con.execute(
+            "SELECT sm.entity_id, s.last_updated_ts, s.state FROM states AS s "
+            "JOIN states_meta AS sm ON sm.metadata_id = s.metadata_id"
+        ).fetchall()
     finally:
         con.close()
     return [(eid, round(ts * 1_000_000), state) for eid, ts, state in rows]
@@ -187,9 +192,15 @@ def compare(recorder: list[tuple[str, int, str | None]], lake_rows: list[tuple],
     keys = collections.Counter((eid, us) for eid, us, _s, _src in lake_rows)
     duplicates = [(key, n) for key, n in keys.items() if n > 1]
     near_duplicates = [key for key in keys if (key[0], key[1] + 1) in keys]
-    return {"missing": missing, "extra": extra, "state_mismatch": state_mismatch, "duplicates": duplicates,
-            "near_duplicates": near_duplicates, "recorder_after_cut": after_cut,
-            "recorder_compared": sum(1 for row in recorder if row[1] <= cut_us)}
+    return {
+        "missing": missing,
+        "extra": extra,
+        "state_mismatch": state_mismatch,
+        "duplicates": duplicates,
+        "near_duplicates": near_duplicates,
+        "recorder_after_cut": after_cut,
+        "recorder_compared": sum(1 for row in recorder if row[1] <= cut_us),
+    }
 
 
 def _when(us: int, marks: dict[str, float]) -> str:
@@ -200,16 +211,19 @@ def _when(us: int, marks: dict[str, float]) -> str:
     return f"{name}{t - at:+.3f}s"
 
 
-def summarize(result: dict, recorder: list, lake_rows: list, marks: dict[str, float],
-              extra_info: dict) -> str:
+def summarize(result: dict, recorder: list, lake_rows: list, marks: dict[str, float], extra_info: dict) -> str:
     sources = collections.Counter(src for *_, src in lake_rows)
     lines = [
-        (f"recorder states rows: {len(recorder)} ({result['recorder_compared']} up to the cut, "
-        f"{result['recorder_after_cut']} unmatched after it)"),
+        (
+            f"recorder states rows: {len(recorder)} ({result['recorder_compared']} up to the cut, "
+            f"{result['recorder_after_cut']} unmatched after it)"
+        ),
         f"lake states rows: {len(lake_rows)} by source {dict(sources.most_common())}",
-        (f"missing from lake: {len(result['missing'])}, extra in lake: {len(result['extra'])}, "
-        f"state mismatches: {len(result['state_mismatch'])}, duplicate keys: {len(result['duplicates'])}, "
-        f"±1 µs near-duplicates: {len(result['near_duplicates'])}"),
+        (
+            f"missing from lake: {len(result['missing'])}, extra in lake: {len(result['extra'])}, "
+            f"state mismatches: {len(result['state_mismatch'])}, duplicate keys: {len(result['duplicates'])}, "
+            f"±1 µs near-duplicates: {len(result['near_duplicates'])}"
+        ),
         "landmarks (unix s): " + ", ".join(f"{k}={v:.3f}" for k, v in marks.items() if v is not None),
     ]
     lines += [f"{k}: {v}" for k, v in extra_info.items()]
@@ -222,15 +236,18 @@ def summarize(result: dict, recorder: list, lake_rows: list, marks: dict[str, fl
         if name == "extra":
             lines.append(f"extra by source: {dict(collections.Counter(r[3] for r in rows))}")
         for row in sorted(rows, key=lambda r: r[1])[:SAMPLES]:
-            lines.append(f"  {name}: {row[0]} at {_when(row[1], marks)} ({row[1]}) state={row[2]!r}"
-                         + (f" source={row[3]}" if len(row) > 3 else "")
-                         + (f" recorder={row[4]!r}" if len(row) > 4 else ""))
+            lines.append(
+                f"  {name}: {row[0]} at {_when(row[1], marks)} ({row[1]}) state={row[2]!r}"
+                + (f" source={row[3]}" if len(row) > 3 else "")
+                + (f" recorder={row[4]!r}" if len(row) > 4 else "")
+            )
     for key, n in result["duplicates"][:SAMPLES]:
         lines.append(f"  duplicate: {key} x{n}")
     return "\n".join(lines)
 
 
 # -- the test ------------------------------------------------------------------------------------
+
 
 def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path) -> None:
     port = _pick_port()
@@ -245,8 +262,9 @@ def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path)
     watch: HealthWatch | None = None
     info: dict = {"port": port, "tmp": str(tmp_path)}
     try:
-        started = subprocess.run([str(REALHA / "ha_start.sh"), "--fresh"], env=env, check=False,
-                                 capture_output=True, text=True, timeout=360)
+        started = subprocess.run(
+            [str(REALHA / "ha_start.sh"), "--fresh"], env=env, check=False, capture_output=True, text=True, timeout=360
+        )
         assert started.returncode == 0, f"ha_start.sh failed:\n{started.stdout}\n{started.stderr}"
         marks["ha_running"] = time.time()
         token_file = tmp_path / "token"
@@ -255,27 +273,74 @@ def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path)
 
         with open(collector_log, "ab") as out:
             collector = subprocess.Popen(
-                [*_collector_command(), "collect", "--ha-url", url, "--token-file", str(token_file),
-                 "--lake", str(lake), "--state-dir", str(state_dir), "--metrics-port", "0",
-                 "--flush-interval", "2", "--backfill-delay", str(BACKFILL_DELAY_S)],
-                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                [
+                    *_collector_command(),
+                    "collect",
+                    "--ha-url",
+                    url,
+                    "--token-file",
+                    str(token_file),
+                    "--lake",
+                    str(lake),
+                    "--state-dir",
+                    str(state_dir),
+                    "--metrics-port",
+                    "0",
+                    "--flush-interval",
+                    "2",
+                    "--backfill-delay",
+                    str(BACKFILL_DELAY_S),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         watch = HealthWatch(collector_log)
         watch.start()
-        _wait(lambda: watch.connected_since() is not None or collector.poll() is not None, 60,
-              "the collector to connect", lambda: _tail(collector_log))
-        assert collector.poll() is None, (f"the collector exited {collector.returncode}:\n"
-                                          f"{_tail(collector_log)}")
+        _wait(
+            lambda: watch.connected_since() is not None or collector.poll() is not None,
+            60,
+            "the collector to connect",
+            lambda: _tail(collector_log),
+        )
+        assert collector.poll() is None, f"the collector exited {collector.returncode}:\n{_tail(collector_log)}"
         marks["collector_connected"] = watch.connected_since()
 
         activity_log = tmp_path / "activity.log"
         with open(activity_log, "wb") as out:
             activity = subprocess.run(
-                [str(realha_venv / "bin" / "python"), str(REALHA / "activity.py"),
-                 "--token-file", paths["token_file"], "--profile", str(ACTIVITY_PROFILE),
-                 "--duration", str(ACTIVITY_S), "--rate", "4", "--clients", "2", "--burst-every", "30",
-                 "--burst-size", "60", "--burst-clients", "2", "--registry-every", "12", "--seed", "7",
-                 "--report", str(tmp_path / "activity.json")],
-                env=env, stdout=out, stderr=subprocess.STDOUT, timeout=ACTIVITY_S + 120, check=False)
+                [
+                    str(realha_venv / "bin" / "python"),
+                    str(REALHA / "activity.py"),
+                    "--token-file",
+                    paths["token_file"],
+                    "--profile",
+                    str(ACTIVITY_PROFILE),
+                    "--duration",
+                    str(ACTIVITY_S),
+                    "--rate",
+                    "4",
+                    "--clients",
+                    "2",
+                    "--burst-every",
+                    "30",
+                    "--burst-size",
+                    "60",
+                    "--burst-clients",
+                    "2",
+                    "--registry-every",
+                    "12",
+                    "--seed",
+                    "7",
+                    "--report",
+                    str(tmp_path / "activity.json"),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=ACTIVITY_S + 120,
+                check=False,
+            )
         marks["activity_end"] = time.time()
         assert activity.returncode == 0, f"activity.py exited {activity.returncode}:\n{_tail(activity_log)}"
         report = json.loads((tmp_path / "activity.json").read_text())
@@ -288,18 +353,31 @@ def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path)
         restarts = [e for e in spawns if e["event"] == "exit" and e.get("rc") == 100]
         assert restarts, f"HA did not restart (supervisor events {spawns})"
         marks["restart"] = restarts[0]["t"]
-        _wait(lambda: (watch.connected_since() or 0) > marks["restart"], 60,
-              "the collector to reconnect after the restart", lambda: _tail(collector_log))
+        _wait(
+            lambda: (watch.connected_since() or 0) > marks["restart"],
+            60,
+            "the collector to reconnect after the restart",
+            lambda: _tail(collector_log),
+        )
         marks["reconnected"] = watch.connected_since()
         # the post-reconnect backfill starts BACKFILL_DELAY_S after connecting; then give the lake
         # a few flush intervals
         _wait(lambda: time.time() > marks["reconnected"] + BACKFILL_DELAY_S + 6, 60, "the backfill")
         time.sleep(3)
-        info["healthz_before_stop"] = {k: watch.last.get(k) for k in
-                                       ("connected", "events", "states", "backfilled", "reconnects",
-                                        "quarantined", "command_errors", "spool_depth")}
-        info["connection_transitions"] = [(round(t - marks["test_start"], 2), c)
-                                          for t, c in watch.transitions]
+        info["healthz_before_stop"] = {
+            k: watch.last.get(k)
+            for k in (
+                "connected",
+                "events",
+                "states",
+                "backfilled",
+                "reconnects",
+                "quarantined",
+                "command_errors",
+                "spool_depth",
+            )
+        }
+        info["connection_transitions"] = [(round(t - marks["test_start"], 2), c) for t, c in watch.transitions]
         assert watch.connected_since() is not None, "the collector is not connected before the stop"
 
         # every state HA set before this moment reached the collector live or by backfill
@@ -314,31 +392,41 @@ def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path)
         if collector is not None and collector.poll() is None:
             collector.kill()
             collector.wait(10)
-        stopped = subprocess.run([str(REALHA / "ha_stop.sh")], env=env, check=False, capture_output=True,
-                                 text=True, timeout=120)
+        stopped = subprocess.run(
+            [str(REALHA / "ha_stop.sh")], env=env, check=False, capture_output=True, text=True, timeout=120
+        )
         print(f"ha_stop.sh: {stopped.stdout.strip()} {stopped.stderr.strip()}")
 
     recorder = _recorder_rows(Path(paths["config"]) / "home-assistant_v2.db")
     lake_rows = lake_query(lake, "states", "SELECT entity_id, epoch_us(last_updated), state, source FROM t")
     # how the restart looked from the collector: HA's restart call (if it arrived live), the
     # collector noticing the close, HA's process exit, the reconnect
-    calls = lake_query(lake, "events", "SELECT min(epoch_us(time_fired)) FROM t WHERE event_type = 'call_service' "
-                                  "AND data LIKE '%\"domain\":\"homeassistant\"%\"service\":\"restart\"%'")
+    calls = lake_query(
+        lake,
+        "events",
+        "SELECT min(epoch_us(time_fired)) FROM t WHERE event_type = 'call_service' "
+        'AND data LIKE \'%"domain":"homeassistant"%"service":"restart"%\'',
+    )
     if calls and calls[0][0]:
         marks["restart_call"] = calls[0][0] / 1e6
     lost = [t for t, up in watch.transitions if not up and t > marks["collector_connected"]]
     if lost:
         marks["collector_disconnected"] = lost[0]
     if "restart_call" in marks and lost:
-        info["restart_timing_s"] = {"call_to_collector_disconnect": round(lost[0] - marks["restart_call"], 2),
-                                    "call_to_hass_exit": round(marks["restart"] - marks["restart_call"], 2),
-                                    "hass_exit_to_reconnect": round(marks["reconnected"]
-                                                                    - marks["restart"], 2)}
+        info["restart_timing_s"] = {
+            "call_to_collector_disconnect": round(lost[0] - marks["restart_call"], 2),
+            "call_to_hass_exit": round(marks["restart"] - marks["restart_call"], 2),
+            "hass_exit_to_reconnect": round(marks["reconnected"] - marks["restart"], 2),
+        }
     backfill_windows = collections.Counter(
-        "initial import" if us / 1e6 < marks["collector_connected"]
-        else "restart gap" if (marks.get("restart_call", marks["restart"] - 15) <= us / 1e6
-                               <= marks["reconnected"] + BACKFILL_DELAY_S)
-        else "other" for _eid, us, _state, source in lake_rows if source == "backfill")
+        "initial import"
+        if us / 1e6 < marks["collector_connected"]
+        else "restart gap"
+        if (marks.get("restart_call", marks["restart"] - 15) <= us / 1e6 <= marks["reconnected"] + BACKFILL_DELAY_S)
+        else "other"
+        for _eid, us, _state, source in lake_rows
+        if source == "backfill"
+    )
     info["backfill_rows_by_window"] = dict(backfill_windows)
     result = compare(recorder, lake_rows, round(marks["cut"] * 1e6))
     event_dups = lake_query(lake, "events", "SELECT event_id, count(*) FROM t GROUP BY 1 HAVING count(*) > 1")
@@ -346,8 +434,11 @@ def test_lake_matches_recorder_across_restart(realha_venv: Path, tmp_path: Path)
     info["events"] = lake_query(lake, "events", "SELECT count(*) FROM t")[0][0]
     info["quarantine"] = [q[:2] for q in quarantine[:SAMPLES]]
     info["duplicate_event_ids"] = len(event_dups)
-    info["collector_log_warnings"] = [line for line in collector_log.read_text(errors="replace").splitlines()
-                                      if " WARNING " in line or " ERROR " in line][:SAMPLES]
+    info["collector_log_warnings"] = [
+        line
+        for line in collector_log.read_text(errors="replace").splitlines()
+        if " WARNING " in line or " ERROR " in line
+    ][:SAMPLES]
     summary = summarize(result, recorder, lake_rows, marks, info)
     (tmp_path / "summary.txt").write_text(summary)
     (tmp_path / "diff.json").write_text(json.dumps({k: v for k, v in result.items()}, default=str, indent=1))

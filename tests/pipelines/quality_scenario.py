@@ -70,9 +70,20 @@ def _state_row(template: dict, when: dt.datetime, state: str | None, lag: dt.tim
             num = float(state)
         except ValueError:
             num = None
-    row.update(state=state, state_num=num, last_changed=when, last_updated=when, last_reported=None,
-               source="backfill", event_id=None, context_id=None, context_parent_id=None, context_user_id=None,
-               old_state=None, received_at=when + lag)
+    row.update(
+        state=state,
+        state_num=num,
+        last_changed=when,
+        last_updated=when,
+        last_reported=None,
+        source="backfill",
+        event_id=None,
+        context_id=None,
+        context_parent_id=None,
+        context_user_id=None,
+        old_state=None,
+        received_at=when + lag,
+    )
     row.update(changes)
     return row
 
@@ -93,8 +104,9 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
     valid: list[dict] = []
     template = latest(UNIT_CHANGE_ENTITY)
     for hms, value in FAHRENHEIT_READINGS:
-        valid.append(_state_row(template, _at(date, hms), value, lag,
-                                attributes=template["attributes"].replace('"°C"', '"°F"')))
+        valid.append(
+            _state_row(template, _at(date, hms), value, lag, attributes=template["attributes"].replace('"°C"', '"°F"'))
+        )
     for entity_id, changes in UNAVAILABLE_CHANGES.items():
         template = latest(entity_id)
         valid += [_state_row(template, _at(date, hms), state, lag) for hms, state in changes]
@@ -102,32 +114,54 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
     valid += [_state_row(template, _at(date, hms), "on", lag + dt.timedelta(minutes=45)) for hms in LATE_TIMES]
     template = latest(OUT_OF_ORDER_ENTITY)
     between = live.filter(pl.col("entity_id") == OUT_OF_ORDER_ENTITY).sort("last_updated")["last_updated"][0]
-    valid.append(_state_row(template, between + dt.timedelta(microseconds=1), template["state"],
-                            states["received_at"].max() - between + dt.timedelta(hours=1)))
-    duplicates = pl.concat([
-        live.filter(pl.col("domain") == "sensor").head(DUPLICATED_LIVE_ROWS),
-        states.filter(pl.col("source") == "snapshot").head(DUPLICATED_SNAPSHOT_ROWS),
-    ]).with_columns(pl.lit("backfill").alias("source"), pl.lit(None, pl.String).alias("event_id"),
-                    pl.lit(None, pl.String).alias("context_id"),
-                    (pl.col("received_at") + dt.timedelta(minutes=1)).alias("received_at"))
+    valid.append(
+        _state_row(
+            template,
+            between + dt.timedelta(microseconds=1),
+            template["state"],
+            states["received_at"].max() - between + dt.timedelta(hours=1),
+        )
+    )
+    duplicates = pl.concat(
+        [
+            live.filter(pl.col("domain") == "sensor").head(DUPLICATED_LIVE_ROWS),
+            states.filter(pl.col("source") == "snapshot").head(DUPLICATED_SNAPSHOT_ROWS),
+        ]
+    ).with_columns(
+        pl.lit("backfill").alias("source"),
+        pl.lit(None, pl.String).alias("event_id"),
+        pl.lit(None, pl.String).alias("context_id"),
+        (pl.col("received_at") + dt.timedelta(minutes=1)).alias("received_at"),
+    )
     scenario_states = pl.concat([pl.DataFrame(valid, schema=states.schema), duplicates])
     assert len(valid) == SESSION_BACKFILL_ROWS
     gap_start = events["time_fired"].max()
     session = {
-        "home": template["home"], "collector_id": "scenario", "session_id": SESSION_ID,
+        "home": template["home"],
+        "collector_id": "scenario",
+        "session_id": SESSION_ID,
         "connected_at": min(row["received_at"] for row in valid) - dt.timedelta(seconds=1),
         "ha_version": "2025.4.4",
         "disconnected_at": max(row["received_at"] for row in valid) + dt.timedelta(seconds=1),
-        "disconnect_reason": "stop requested", "gap_start": gap_start, "gap_end": _at(date, SESSION_GAP_END),
-        "backfill_from": gap_start - dt.timedelta(seconds=60), "backfill_rows": SESSION_BACKFILL_ROWS,
+        "disconnect_reason": "stop requested",
+        "gap_start": gap_start,
+        "gap_end": _at(date, SESSION_GAP_END),
+        "backfill_from": gap_start - dt.timedelta(seconds=60),
+        "backfill_rows": SESSION_BACKFILL_ROWS,
         "last_event_time": _at(date, SESSION_GAP_END) + dt.timedelta(seconds=1),
-        "events_received": SESSION_EVENTS_RECEIVED, "events_committed": SESSION_EVENTS_RECEIVED, "quarantined": 0,
-        "frames_received": 40, "reconnects": 1,
+        "events_received": SESSION_EVENTS_RECEIVED,
+        "events_committed": SESSION_EVENTS_RECEIVED,
+        "quarantined": 0,
+        "frames_received": 40,
+        "reconnects": 1,
     }
     session["updated_at"] = session["disconnected_at"]
-    _write(pl.DataFrame([session]), COLLECTOR_SESSIONS,
-           destination / "collector_sessions" / f"date={session['connected_at']:%Y-%m-%d}",
-           f"session-{SESSION_ID}-scenario.parquet")
+    _write(
+        pl.DataFrame([session]),
+        COLLECTOR_SESSIONS,
+        destination / "collector_sessions" / f"date={session['connected_at']:%Y-%m-%d}",
+        f"session-{SESSION_ID}-scenario.parquet",
+    )
     _write(scenario_states, STATES, destination / "states" / f"date={date}", SCENARIO_FILE)
 
     base = states.filter(pl.col("entity_id") == "sensor.house_power").row(0, named=True)
@@ -142,8 +176,9 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
         broken(1, entity_id="Sensor.Bad_Case"),
         broken(2, entity_id="sensor.mismatched_domain", domain="binary_sensor"),
         broken(3, last_changed=t + dt.timedelta(seconds=4)),
-        broken(5, last_updated=_at(date, "21:00:00"), last_changed=_at(date, "21:00:00"),
-               received_at=_at(date, "18:00:00")),
+        broken(
+            5, last_updated=_at(date, "21:00:00"), last_changed=_at(date, "21:00:00"), received_at=_at(date, "18:00:00")
+        ),
         broken(6, attributes='{"unit_of_measurement": W}'),
         broken(7, attributes='{"friendly_name": "cut off'),
         broken(8, source="manual"),
@@ -152,13 +187,18 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
         broken(11, source="live"),
         broken(12, state="x" * 300, state_num=None),
     ]
-    _write(pl.DataFrame(broken_states, schema=states.schema), STATES, destination / "states" / f"date={date}",
-           BROKEN_FILE)
+    _write(
+        pl.DataFrame(broken_states, schema=states.schema), STATES, destination / "states" / f"date={date}", BROKEN_FILE
+    )
 
     earlier = latest(CARRIED_IN_UNAVAILABLE)
     carried = _state_row(earlier, _at(previous, "23:00:00"), "unavailable", lag)
-    _write(pl.DataFrame([carried], schema=states.schema), STATES, destination / "states" / f"date={previous}",
-           SCENARIO_FILE)
+    _write(
+        pl.DataFrame([carried], schema=states.schema),
+        STATES,
+        destination / "states" / f"date={previous}",
+        SCENARIO_FILE,
+    )
 
     event = events.filter(pl.col("event_type") == "call_service").row(0, named=True)
     broken_events = [
@@ -167,11 +207,21 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
         {**event, "event_id": "a" * 32, "data": '{"service": turn_on}'},
         {**event, "event_id": "b" * 32, "event_type": "state_changed", "entity_id": None},
     ]
-    _write(pl.DataFrame(broken_events, schema=events.schema), EVENTS, destination / "events" / f"date={date}",
-           BROKEN_FILE)
+    _write(
+        pl.DataFrame(broken_events, schema=events.schema), EVENTS, destination / "events" / f"date={date}", BROKEN_FILE
+    )
     _write(events.head(1), EVENTS, destination / "events" / f"date={date}", SCENARIO_FILE)
 
-    quarantine = pl.DataFrame([{"home": base["home"], "received_at": _at(date, "17:25:00"), "stage": "frame",
-                                "reason": "not JSON", "raw": "{not json"}])
+    quarantine = pl.DataFrame(
+        [
+            {
+                "home": base["home"],
+                "received_at": _at(date, "17:25:00"),
+                "stage": "frame",
+                "reason": "not JSON",
+                "raw": "{not json",
+            }
+        ]
+    )
     _write(quarantine, QUARANTINE, destination / "quarantine" / f"date={date}", SCENARIO_FILE)
     return Scenario(lake=destination, date=date, previous_date=previous, lag=lag, session=session)

@@ -53,7 +53,8 @@ def test_rename_keeps_the_entity(enriched):
     assert co2.height == 3  # snapshot row, removal of the old id, first row of the new id
     assert co2["entity_uid"].n_unique() == 1 and co2["entity_uid"][0] is not None
     assert co2.select(pl.col("device_name", "area_id", "integration").cast(pl.String)).unique().rows() == [
-        ("Carbon dioxide", "kitchen", "demo")]
+        ("Carbon dioxide", "kitchen", "demo")
+    ]
 
 
 def test_area_floor_labels_and_integration(enriched):
@@ -73,7 +74,8 @@ def test_local_time_and_calendar(enriched):
     # the capture ran at 17:23-17:27 UTC, 09:23-09:27 in Los Angeles, on Thursday 26 November 2026
     assert str(enriched["local_time"].dtype.time_zone) == "America/Los_Angeles"
     assert enriched.select("local_date", "local_hour", "weekday_name", "season", "is_weekend").unique().rows() == [
-        (date(2026, 11, 26), 9, "Thursday", "autumn", False)]
+        (date(2026, 11, 26), 9, "Thursday", "autumn", False)
+    ]
 
 
 def test_time_since_previous_and_frequency(enriched, raw):
@@ -91,8 +93,9 @@ def test_time_since_previous_and_frequency(enriched, raw):
 def test_zones_of_people_and_trackers(enriched):
     trackers = enriched.filter(pl.col("domain").is_in(["person", "device_tracker"]) & pl.col("state").is_not_null())
     named = trackers.filter(pl.col("state") != "not_home").filter(pl.col("state") != "unknown")
-    expected = named["state"].replace({"home": "zone.home", "Office": "zone.office", "Gym": "zone.gym",
-                                       "School": "zone.school"})
+    expected = named["state"].replace(
+        {"home": "zone.home", "Office": "zone.office", "Gym": "zone.gym", "School": "zone.school"}
+    )
     assert named.height > 40
     assert named["zone_entity_id"].to_list() == expected.to_list()
     assert set(named["zone_match"]) == {"state"}
@@ -119,13 +122,21 @@ def test_area_temperature_is_the_latest_reading_in_that_area(enriched, raw):
 def test_peak_hours_count_usage(enriched_lake, raw):
     lake, day, _ = enriched_lake
     peaks = pl.read_parquet(lake.derived_file("peak_hours", day))
-    usage = raw.filter(pl.col("domain").is_in(USAGE_DOMAINS) & pl.col("old_state").is_not_null()
-                       & (pl.col("state") != pl.col("old_state")))
+    usage = raw.filter(
+        pl.col("domain").is_in(USAGE_DOMAINS)
+        & pl.col("old_state").is_not_null()
+        & (pl.col("state") != pl.col("old_state"))
+    )
     home = peaks.filter(pl.col("scope") == "home").row(0, named=True)
     assert (home["local_hour"], home["events"], home["usage_events"], home["is_peak"]) == (
-        9, raw.height, usage.height, True)
-    assert peaks.filter(pl.col("scope") == "area")["area_id"].n_unique() == peaks.filter(
-        pl.col("scope") == "area").height
+        9,
+        raw.height,
+        usage.height,
+        True,
+    )
+    assert (
+        peaks.filter(pl.col("scope") == "area")["area_id"].n_unique() == peaks.filter(pl.col("scope") == "area").height
+    )
 
 
 def test_rerun_gives_identical_partition(enriched_lake, enriched):
@@ -147,12 +158,23 @@ def test_previous_day_context_and_input_order(enriched_lake):
     cut = validated["last_updated"][validated.height // 2]
     earlier, later = validated.filter(pl.col("last_updated") < cut), validated.filter(pl.col("last_updated") >= cut)
     key = ["entity_id", "last_updated"]
-    carried = [*key, "seconds_since_previous", "area_temperature_c", "area_temperature_at", "zone_entity_id",
-               "entity_name", "area_name"]
+    carried = [
+        *key,
+        "seconds_since_previous",
+        "area_temperature_c",
+        "area_temperature_at",
+        "zone_entity_id",
+        "entity_name",
+        "area_name",
+    ]
     whole = enrich_states(validated.lazy(), dims, "UTC").collect().filter(pl.col("last_updated") >= cut)
     in_order = enrich_states(later.lazy(), dims, "UTC", context=earlier.lazy()).collect()
-    shuffled = enrich_states(later.sample(fraction=1.0, shuffle=True, seed=1).lazy(), dims, "UTC",
-                             context=earlier.sample(fraction=1.0, shuffle=True, seed=2).lazy()).collect()
+    shuffled = enrich_states(
+        later.sample(fraction=1.0, shuffle=True, seed=1).lazy(),
+        dims,
+        "UTC",
+        context=earlier.sample(fraction=1.0, shuffle=True, seed=2).lazy(),
+    ).collect()
     assert in_order["last_updated"].is_sorted() and shuffled["last_updated"].is_sorted()
     assert in_order.sort(key).equals(shuffled.sort(key))
     assert in_order.select(carried).sort(key).equals(whole.select(carried).sort(key))

@@ -33,10 +33,14 @@ def dimensions(lake) -> dict[str, pl.DataFrame]:
 
 def test_rename_is_a_new_version_of_the_same_registry_entity(lake, dimensions):
     events = scan_raw_days(lake, "events").filter(pl.col("event_type") == "entity_registry_updated").collect()
-    renames = [(row["time_fired"], json.loads(row["data"])) for row in events.iter_rows(named=True)
-               if "old_entity_id" in json.loads(row["data"])]
+    renames = [
+        (row["time_fired"], json.loads(row["data"]))
+        for row in events.iter_rows(named=True)
+        if "old_entity_id" in json.loads(row["data"])
+    ]
     assert [(d["old_entity_id"], d["entity_id"]) for _, d in renames] == [
-        ("sensor.carbon_dioxide", "sensor.kitchen_co2")]
+        ("sensor.carbon_dioxide", "sensor.kitchen_co2")
+    ]
     renamed_at = renames[0][0]
 
     entities = dimensions["entities"]
@@ -69,7 +73,13 @@ def test_fixture_registry_snapshots_and_which_edits_they_hold(lake, dimensions):
     for kind, spec in DIMENSIONS.items():
         assert history_problems(dimensions[kind], spec.key).is_empty(), kind
     assert {k: d.height for k, d in dimensions.items()} == {
-        "entities": 137, "devices": 51, "areas": 10, "floors": 3, "labels": 5, "config_entries": 3}
+        "entities": 137,
+        "devices": 51,
+        "areas": 10,
+        "floors": 3,
+        "labels": 5,
+        "config_entries": 3,
+    }
 
 
 def test_snapshots_are_put_on_home_assistants_clock(lake):
@@ -84,8 +94,12 @@ def test_snapshots_are_put_on_home_assistants_clock(lake):
     initial = clock.filter(first_of_kind)
     assert (initial["observed_at"] - first_event).abs().max() < timedelta(seconds=2)
     # and each device re-fetch comes after the device_registry_updated event that caused it
-    edits = (events.filter(pl.col("event_type") == "device_registry_updated").select("time_fired")
-             .collect()["time_fired"].sort())
+    edits = (
+        events.filter(pl.col("event_type") == "device_registry_updated")
+        .select("time_fired")
+        .collect()["time_fired"]
+        .sort()
+    )
     refetches = clock.filter((pl.col("kind") == "devices") & ~first_of_kind)["observed_at"].sort()
     # how many re-fetches a burst of edits collapses into depends on timing; each edit must be followed by one
     assert edits.len() == 3 and refetches.len() >= 1
@@ -94,13 +108,17 @@ def test_snapshots_are_put_on_home_assistants_clock(lake):
 
 def _snapshot(rows: pl.DataFrame, seq: int, at, edit=None) -> pl.DataFrame:
     """A full device registry snapshot made of the real rows, with ``edit(item_id, data)`` applied."""
+
     def data(item_id: str, text: str) -> str:
         if edit is None or (edited := edit(item_id, json.loads(text))) == json.loads(text):
             return text
         return json.dumps(edited, separators=(",", ":"))
-    return rows.with_columns(snapshot_seq=pl.lit(seq, pl.Int64), snapshot_at=pl.lit(at).cast(rows["snapshot_at"].dtype),
-                             data=pl.struct("item_id", "data").map_elements(
-                                 lambda r: data(r["item_id"], r["data"]), return_dtype=pl.String))
+
+    return rows.with_columns(
+        snapshot_seq=pl.lit(seq, pl.Int64),
+        snapshot_at=pl.lit(at).cast(rows["snapshot_at"].dtype),
+        data=pl.struct("item_id", "data").map_elements(lambda r: data(r["item_id"], r["data"]), return_dtype=pl.String),
+    )
 
 
 def test_device_moved_to_another_area_and_back(lake, dimensions):
@@ -108,8 +126,12 @@ def test_device_moved_to_another_area_and_back(lake, dimensions):
     bundled capture stops before, so the later snapshots are the real ones with that edit applied."""
     devices_raw = scan_raw_days(lake, "registry/devices")
     first = devices_raw.filter(pl.col("snapshot_seq") == pl.col("snapshot_seq").min()).collect()
-    bed_rows = (lake.scan_raw("states", lake.raw_dates("states")[0])
-                .filter(pl.col("entity_id") == "light.bed_light").sort("last_updated").collect())
+    bed_rows = (
+        lake.scan_raw("states", lake.raw_dates("states")[0])
+        .filter(pl.col("entity_id") == "light.bed_light")
+        .sort("last_updated")
+        .collect()
+    )
     moved_at, back_at = bed_rows["last_updated"][10], bed_rows["last_updated"][20]
 
     def move(area: str, when):
@@ -117,14 +139,17 @@ def test_device_moved_to_another_area_and_back(lake, dimensions):
             if item_id == BED_LIGHT_DEVICE:
                 return {**data, "area_id": area, "modified_at": when.timestamp()}
             return data
+
         return edit
 
     # all three snapshots stamped on HA's clock, as the collector's would be against a live HA
-    snapshots = pl.concat([
-        _snapshot(first, 18, bed_rows["last_updated"][0]),
-        _snapshot(first, 100, moved_at + timedelta(seconds=1), move("kids_room", moved_at)),
-        _snapshot(first, 200, back_at + timedelta(seconds=1), move("bedroom", back_at)),
-    ])
+    snapshots = pl.concat(
+        [
+            _snapshot(first, 18, bed_rows["last_updated"][0]),
+            _snapshot(first, 100, moved_at + timedelta(seconds=1), move("kids_room", moved_at)),
+            _snapshot(first, 200, back_at + timedelta(seconds=1), move("bedroom", back_at)),
+        ]
+    )
     devices = registry_history(snapshots.lazy(), DIMENSIONS["devices"])
     history = devices.filter(pl.col("device_id") == BED_LIGHT_DEVICE).sort("version")
     assert history.select("area_id", "valid_from", "valid_to", "is_current").rows() == [
@@ -146,7 +171,8 @@ def test_device_moved_to_another_area_and_back(lake, dimensions):
 def test_item_missing_from_a_later_full_snapshot_ends(lake):
     labels = scan_raw_days(lake, "registry/labels").collect()
     later = labels.filter(pl.col("item_id") != "simulated").with_columns(
-        snapshot_seq=pl.lit(999, pl.Int64), snapshot_at=pl.col("snapshot_at") + timedelta(minutes=5))
+        snapshot_seq=pl.lit(999, pl.Int64), snapshot_at=pl.col("snapshot_at") + timedelta(minutes=5)
+    )
     history = registry_history(pl.concat([labels, later]).lazy(), DIMENSIONS["labels"])
     gone = history.filter(pl.col("label_id") == "simulated").row(0, named=True)
     assert gone["valid_to"] == later["snapshot_at"][0] and not gone["is_current"]

@@ -54,8 +54,9 @@ def test_config_does_not_mistake_turning_off_the_trigger_for_a_loop(fixture_lake
     lake = LakeResource(root=str(fixture_lake))
     rows = pl.concat([scan_raw_days(lake, "registry/automations"), scan_raw_days(lake, "registry/scripts")])
     _, edges = config_graph(rows.collect())
-    assert edges.filter((pl.col("src") == CHAIN_A) & (pl.col("dst") == "input_boolean.chain_start")).row(
-        0, named=True)["to_states"] == ["off"]
+    assert edges.filter((pl.col("src") == CHAIN_A) & (pl.col("dst") == "input_boolean.chain_start")).row(0, named=True)[
+        "to_states"
+    ] == ["off"]
     flows = config_flows(edges)
     assert flows.filter(pl.col("src") == pl.col("dst")).is_empty()
     assert set(flows.filter(pl.col("src").is_in([PING, PONG]))["dst"]) == {PING, PONG}
@@ -67,12 +68,17 @@ def test_chain_automation_script_counter_automation(graph_lake):
     edges = _table(lake, "automation_graph_edges")
 
     def edge(src: str, dst: str, relation: str) -> dict:
-        [row] = edges.filter((pl.col("src") == src) & (pl.col("dst") == dst)
-                             & (pl.col("relation") == relation)).to_dicts()
+        [row] = edges.filter(
+            (pl.col("src") == src) & (pl.col("dst") == dst) & (pl.col("relation") == relation)
+        ).to_dicts()
         return row
 
-    hops = [edge(CHAIN_A, "script.chain_step", "call"), edge("script.chain_step", "counter.chain_hops", "action"),
-            edge("counter.chain_hops", CHAIN_B, "trigger"), edge("script.chain_step", CHAIN_B, "flow")]
+    hops = [
+        edge(CHAIN_A, "script.chain_step", "call"),
+        edge("script.chain_step", "counter.chain_hops", "action"),
+        edge("counter.chain_hops", CHAIN_B, "trigger"),
+        edge("script.chain_step", CHAIN_B, "flow"),
+    ]
     assert all(h["in_config"] and h["n_observed"] > 0 for h in hops)
     assert hops[-1]["via"] == "counter.chain_hops"
 
@@ -81,8 +87,11 @@ def test_runs_follow_the_context_chain(graph_lake):
     lake, day = graph_lake
     runs = pl.read_parquet(lake.derived_file("automation_runs", day))
     events = lake.scan_raw("events", day).collect()
-    assert runs.height == events.filter(pl.col("event_type").is_in(
-        ["automation_triggered", "script_started"])).height == 742
+    assert (
+        runs.height
+        == events.filter(pl.col("event_type").is_in(["automation_triggered", "script_started"])).height
+        == 742
+    )
     by_id = {r["run_id"]: r for r in runs.iter_rows(named=True)}
     chains = []
     for run in by_id.values():

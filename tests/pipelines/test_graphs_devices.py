@@ -35,7 +35,11 @@ def test_device_graph_of_the_fixture(device_lake):
     nodes = pl.read_parquet(table_file(lake, "device_graph_nodes"))
     edges = pl.read_parquet(table_file(lake, "device_graph_edges"))
     assert dict(nodes.group_by("node_type").len().iter_rows()) == {
-        "device": 51, "config_entry": 3, "integration": 3, "entity": 136}
+        "device": 51,
+        "config_entry": 3,
+        "integration": 3,
+        "entity": 136,
+    }
     # the demo integration's config entry serves 49 of the 51 devices: the shared hub of this home
     hubs = nodes.filter("is_hub")
     assert hubs.select("node_id", "n_devices", "integration").rows() == [(f"config_entry:{DEMO_ENTRY}", 49, "demo")]
@@ -43,8 +47,10 @@ def test_device_graph_of_the_fixture(device_lake):
     assert edges.filter(pl.col("relation") == "via_device").is_empty()
     device_entries = edges.filter((pl.col("relation") == "config_entry") & pl.col("src").str.starts_with("device:"))
     assert device_entries.height == 51 and device_entries["is_primary"].all()
-    assert edges.filter(pl.col("relation") == "device").height == nodes.filter(
-        pl.col("node_type") == "device")["n_entities"].sum()
+    assert (
+        edges.filter(pl.col("relation") == "device").height
+        == nodes.filter(pl.col("node_type") == "device")["n_entities"].sum()
+    )
 
 
 def test_no_cascades_in_the_fixture(device_lake):
@@ -60,16 +66,23 @@ def test_cascade_when_a_hub_goes_down(device_lake, fixture_lake):
     lake, day = device_lake
     enriched = pl.read_parquet(lake.derived_file("enriched_states", day))
     dims = build_dimensions(LakeResource(root=str(fixture_lake)))
-    with_device = (enriched.filter(pl.col("device_id").is_not_null())
-                   .unique("device_id", keep="first").sort("entity_id").head(4))
+    with_device = (
+        enriched.filter(pl.col("device_id").is_not_null()).unique("device_id", keep="first").sort("entity_id").head(4)
+    )
     hub, child_a, child_b, other = with_device["device_id"].cast(pl.String).to_list()
-    devices = dims["devices"].with_columns(via_device_id=pl.when(pl.col("device_id").is_in([child_a, child_b]))
-                                           .then(pl.lit(hub)).otherwise(pl.col("via_device_id")))
+    devices = dims["devices"].with_columns(
+        via_device_id=pl.when(pl.col("device_id").is_in([child_a, child_b]))
+        .then(pl.lit(hub))
+        .otherwise(pl.col("via_device_id"))
+    )
     start = enriched["last_updated"].max() + timedelta(minutes=1)
     drops = with_device.with_columns(
-        state=pl.lit("unavailable"), old_state=pl.lit("on"),
-        last_updated=pl.Series([start, start + timedelta(seconds=1), start + timedelta(seconds=2),
-                                start + timedelta(seconds=40)]))
+        state=pl.lit("unavailable"),
+        old_state=pl.lit("on"),
+        last_updated=pl.Series(
+            [start, start + timedelta(seconds=1), start + timedelta(seconds=2), start + timedelta(seconds=40)]
+        ),
+    )
     cascades = failure_cascades(drops.lazy(), devices)
     hub_level = cascades.filter(pl.col("level") == "hub").row(0, named=True)
     assert (hub_level["group_id"], hub_level["n_entities"], hub_level["parent_unavailable"]) == (hub, 3, True)

@@ -17,8 +17,12 @@ from ha_ingestor_pipelines.defs.platform.assets import lake_compaction
 from ha_ingestor_pipelines.defs.platform.compaction import compact_date
 
 TABLES = ("events", "states", "registry", "quarantine")
-SORT_KEYS = {"events": ["event_id"], "states": ["entity_id", "last_updated"],
-             "registry": ["kind", "snapshot_seq", "item_id"], "quarantine": ["received_at", "raw"]}
+SORT_KEYS = {
+    "events": ["event_id"],
+    "states": ["entity_id", "last_updated"],
+    "registry": ["kind", "snapshot_seq", "item_id"],
+    "quarantine": ["received_at", "raw"],
+}
 
 
 @pytest.fixture
@@ -45,10 +49,12 @@ def contents(lake: Path, date: str) -> dict[str, pl.DataFrame]:
 
 
 def materialize(lake: Path, date: str, quiet_minutes: float) -> dg.MaterializeResult:
-    result = dg.materialize([lake_compaction], partition_key=date,
-                            resources={"lake": LakeResource(root=str(lake))},
-                            run_config={"ops": {"platform__lake_compaction": {"config": {"quiet_minutes":
-                                                                                         quiet_minutes}}}})
+    result = dg.materialize(
+        [lake_compaction],
+        partition_key=date,
+        resources={"lake": LakeResource(root=str(lake))},
+        run_config={"ops": {"platform__lake_compaction": {"config": {"quiet_minutes": quiet_minutes}}}},
+    )
     assert result.success
     [event] = result.get_asset_materialization_events()
     return event.materialization.metadata
@@ -100,8 +106,9 @@ def test_a_commit_in_flight_blocks_its_directory(lake):
     date = day_of(lake)
     directory = lake / "states" / f"date={date}"
     inputs = part_files(directory)
-    (directory / (part_name(inputs[-1].last_seq + 1, inputs[-1].last_seq + 9, inputs[-1].collector_id)
-                  + ".tmp")).write_bytes(b"")
+    (
+        directory / (part_name(inputs[-1].last_seq + 1, inputs[-1].last_seq + 9, inputs[-1].collector_id) + ".tmp")
+    ).write_bytes(b"")
     report = compact_date(lake, date, quiet_seconds=0)
     assert part_files(directory) == inputs
     assert report.skipped["states"] == "a collector commit is in flight"

@@ -30,8 +30,9 @@ def free_port() -> int:
 
 
 def graphql(url: str, query: str) -> dict:
-    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/graphql", data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as reply:
         return json.loads(reply.read())["data"]
 
@@ -48,15 +49,27 @@ def wait_for(predicate, timeout: float, what: str, log: Path):
 
 def test_the_platform_collects_and_runs_the_pipelines_on_its_own(tmp_path):
     log = tmp_path / "platform.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "HA_URL", "HA_TOKEN",
-                                                            "HA_INGESTOR_LAKE", "HA_INGESTOR_WAREHOUSE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DAGSTER_HOME", "HA_URL", "HA_TOKEN", "HA_INGESTOR_LAKE", "HA_INGESTOR_WAREHOUSE")
+    }
     env.update(HA_INGESTOR_DAGSTER_PORT=str(free_port()), HA_INGESTOR_METRICS_PORT="-1")
     with open(log, "wb") as output:
-        platform = subprocess.Popen([sys.executable, "-m", "ha_ingestor", "run", "--platform", "--speed", "40"],
-                                    cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT)
+        platform = subprocess.Popen(
+            [sys.executable, "-m", "ha_ingestor", "run", "--platform", "--speed", "40"],
+            cwd=tmp_path,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        line = wait_for(lambda: next((x for x in log.read_text().splitlines() if x.startswith("Dagster UI: ")), None),
-                        180, "the Dagster UI answered", log)
+        line = wait_for(
+            lambda: next((x for x in log.read_text().splitlines() if x.startswith("Dagster UI: ")), None),
+            180,
+            "the Dagster UI answered",
+            log,
+        )
         url = line.split()[2]
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(f"{url}/server_info", timeout=10) as reply:

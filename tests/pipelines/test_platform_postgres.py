@@ -15,10 +15,12 @@ from ha_ingestor_pipelines.defs.platform.assets import lake_compaction
 from ha_ingestor_pipelines.defs.platform.sensors import lake_commits_sensor
 
 REPO = Path(__file__).resolve().parents[2]
-PG = {"host": os.environ.get("DAGSTER_TEST_PG_HOST", "127.0.0.1"),
-      "port": int(os.environ.get("DAGSTER_TEST_PG_PORT", "5432")),
-      "user": os.environ.get("DAGSTER_TEST_PG_USER", "postgres"),
-      "password": os.environ.get("DAGSTER_TEST_PG_PASSWORD", "")}
+PG = {
+    "host": os.environ.get("DAGSTER_TEST_PG_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("DAGSTER_TEST_PG_PORT", "5432")),
+    "user": os.environ.get("DAGSTER_TEST_PG_USER", "postgres"),
+    "password": os.environ.get("DAGSTER_TEST_PG_PASSWORD", ""),
+}
 
 
 def admin_connection():
@@ -50,8 +52,13 @@ def postgres_instance(postgres_database, tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster-postgres.yaml", home / "dagster.yaml")
-    for key, value in {"HOST": PG["host"], "PORT": str(PG["port"]), "USER": PG["user"],
-                       "PASSWORD": PG["password"], "DB": postgres_database}.items():
+    for key, value in {
+        "HOST": PG["host"],
+        "PORT": str(PG["port"]),
+        "USER": PG["user"],
+        "PASSWORD": PG["password"],
+        "DB": postgres_database,
+    }.items():
         monkeypatch.setenv(f"DAGSTER_PG_{key}", value)
     instance = dg.DagsterInstance.from_config(str(home))
     try:
@@ -60,8 +67,9 @@ def postgres_instance(postgres_database, tmp_path, monkeypatch):
         instance.dispose()
 
 
-def test_materialisations_runs_and_sensor_state_live_in_postgresql(postgres_instance, postgres_database,
-                                                                   fixture_lake, tmp_path):
+def test_materialisations_runs_and_sensor_state_live_in_postgresql(
+    postgres_instance, postgres_database, fixture_lake, tmp_path
+):
     lake = tmp_path / "lake"
     shutil.copytree(fixture_lake, lake)
     [date] = LakeResource(root=str(lake)).raw_dates("states")
@@ -69,8 +77,9 @@ def test_materialisations_runs_and_sensor_state_live_in_postgresql(postgres_inst
     config = {"ops": {"platform__lake_compaction": {"config": {"quiet_minutes": 0}}}}
 
     for _ in range(2):
-        result = dg.materialize([lake_compaction], partition_key=date, resources=resources, run_config=config,
-                                instance=postgres_instance)
+        result = dg.materialize(
+            [lake_compaction], partition_key=date, resources=resources, run_config=config, instance=postgres_instance
+        )
         assert result.success
 
     key = dg.AssetKey(["platform", "lake_compaction"])

@@ -29,8 +29,9 @@ def instance():
 
 
 def evaluate(instance: dg.DagsterInstance, lake: Path, cursor: str | None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                      resources={"lake": LakeResource(root=str(lake))})
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"lake": LakeResource(root=str(lake))}
+    )
     return lake_commits_sensor(context)
 
 
@@ -103,7 +104,9 @@ def test_a_day_with_an_unfinished_run_waits(lake, instance):
     cursor = evaluate(instance, lake, None).cursor
     run = instance.create_run_for_job(
         dg.Definitions(jobs=[dg.define_asset_job("stand_in")]).resolve_job_def("stand_in"),
-        tags={"dagster/sensor_name": SENSOR_NAME, "dagster/partition": date}, status=dg.DagsterRunStatus.STARTED)
+        tags={"dagster/sensor_name": SENSOR_NAME, "dagster/partition": date},
+        status=dg.DagsterRunStatus.STARTED,
+    )
     commit(lake, "events", date)
 
     waiting = evaluate(instance, lake, cursor)

@@ -50,12 +50,31 @@ def test_the_real_day_is_valid_and_keeps_every_row(day):
 def test_entity_id_pattern_agrees_with_home_assistant(day):
     states, _ = day
     candidates = states["entity_id"].unique().to_list() + [
-        "vacuum.0_ground_floor", "sensor.a", "a.b", "sensor._x", "sensor.x_", "_sensor.x", "sensor_.x",
-        "sensor.a__b", "sen__sor.x", "Sensor.x", "sensor.x-y", "sensor", "sensor.x.y", "sensor.", ".x", "",
-        "sensor.kitchen co2", "light.ümlaut", "a1.b2_c3",
+        "vacuum.0_ground_floor",
+        "sensor.a",
+        "a.b",
+        "sensor._x",
+        "sensor.x_",
+        "_sensor.x",
+        "sensor_.x",
+        "sensor.a__b",
+        "sen__sor.x",
+        "Sensor.x",
+        "sensor.x-y",
+        "sensor",
+        "sensor.x.y",
+        "sensor.",
+        ".x",
+        "",
+        "sensor.kitchen co2",
+        "light.ümlaut",
+        "a1.b2_c3",
     ]
-    ours = pl.DataFrame({"e": candidates}).select(
-        pl.col("e").str.contains(ENTITY_ID_PATTERN) & ~pl.col("e").str.contains("__", literal=True))["e"].to_list()
+    ours = (
+        pl.DataFrame({"e": candidates})
+        .select(pl.col("e").str.contains(ENTITY_ID_PATTERN) & ~pl.col("e").str.contains("__", literal=True))["e"]
+        .to_list()
+    )
     assert ours == [bool(HA_VALID_ENTITY_ID.match(e)) for e in candidates]
 
 
@@ -93,8 +112,9 @@ def test_a_row_breaking_a_state_rule_is_quarantined_under_its_name(day, rule):
     states, _ = day
     row = _one_row(states.filter(pl.col("source") == "live"), "sensor.house_power")
     changes = BROKEN_STATES[rule]
-    bad = row.with_columns(*[pl.lit(value, dtype=row.schema[column]).alias(column)
-                             for column, value in changes.items()])
+    bad = row.with_columns(
+        *[pl.lit(value, dtype=row.schema[column]).alias(column) for column, value in changes.items()]
+    )
     frame = pl.concat([states, bad])
     validated, quarantine = _split(frame)
     assert quarantine.height == 1 and rule in quarantine["failed_rules"][0].to_list()
@@ -133,8 +153,9 @@ BROKEN_EVENTS = {
 def test_an_event_breaking_a_rule_is_quarantined_under_its_name(day, rule):
     _, events = day
     row = events.filter(pl.col("event_type") == "call_service").head(1)
-    bad = row.with_columns(*[pl.lit(value, dtype=row.schema[column]).alias(column)
-                             for column, value in BROKEN_EVENTS[rule].items()])
+    bad = row.with_columns(
+        *[pl.lit(value, dtype=row.schema[column]).alias(column) for column, value in BROKEN_EVENTS[rule].items()]
+    )
     validated, quarantine = _split(pl.concat([events, bad]), EVENTS)
     assert quarantine.height == 1 and rule in quarantine["failed_rules"][0].to_list()
     assert validated.height == events.height
@@ -142,12 +163,17 @@ def test_an_event_breaking_a_rule_is_quarantined_under_its_name(day, rule):
 
 def test_a_state_changed_event_without_entity_is_quarantined(day):
     _, events = day
-    bad = events.filter(pl.col("event_type") == "state_changed").head(1).with_columns(
-        pl.lit(None, pl.String).alias("entity_id"), pl.lit("c" * 32).alias("event_id"))
+    bad = (
+        events.filter(pl.col("event_type") == "state_changed")
+        .head(1)
+        .with_columns(pl.lit(None, pl.String).alias("entity_id"), pl.lit("c" * 32).alias("event_id"))
+    )
     _, quarantine = _split(pl.concat([events, bad]), EVENTS)
     assert quarantine["failed_rules"].to_list() == [["state_changed_has_entity_id"]]
-    assert {rule.name for rule in EVENT_RULES} == set(BROKEN_EVENTS) | {"time_fired_plausible",
-                                                                         "state_changed_has_entity_id"}
+    assert {rule.name for rule in EVENT_RULES} == set(BROKEN_EVENTS) | {
+        "time_fired_plausible",
+        "state_changed_has_entity_id",
+    }
 
 
 def test_brace_shaped_invalid_json_is_caught_by_the_per_row_fallback(day):
@@ -169,11 +195,16 @@ def test_brace_shaped_invalid_json_is_caught_by_the_per_row_fallback(day):
 def test_duplicates_keep_the_live_copy_and_quarantine_the_others(day):
     states, _ = day
     live = states.filter(pl.col("source") == "live").head(5)
-    copies = pl.concat([
-        live.with_columns(pl.lit("backfill").alias("source"), pl.lit(None, pl.String).alias("event_id"),
-                          (pl.col("received_at") + dt.timedelta(minutes=5)).alias("received_at")),
-        live.head(2).with_columns(pl.lit("snapshot").alias("source"), pl.lit(None, pl.String).alias("event_id")),
-    ])
+    copies = pl.concat(
+        [
+            live.with_columns(
+                pl.lit("backfill").alias("source"),
+                pl.lit(None, pl.String).alias("event_id"),
+                (pl.col("received_at") + dt.timedelta(minutes=5)).alias("received_at"),
+            ),
+            live.head(2).with_columns(pl.lit("snapshot").alias("source"), pl.lit(None, pl.String).alias("event_id")),
+        ]
+    )
     validated, quarantine = _split(pl.concat([copies, states]))  # the copies come first in the input
     assert validated.height == states.height
     assert quarantine.height == 7
@@ -189,22 +220,40 @@ def test_late_and_out_of_order_rows_are_flagged(day):
     lag = (live["received_at"] - live["last_updated"]).median()
     light = live.filter(pl.col("entity_id") == "light.bed_light").sort("last_updated")
     first = light.row(0, named=True)
-    late = pl.DataFrame([{**first, "source": "backfill", "event_id": None,
-                          "last_updated": first["last_updated"] - dt.timedelta(seconds=30),
-                          "last_changed": first["last_updated"] - dt.timedelta(seconds=30),
-                          "last_reported": None,
-                          "received_at": live["received_at"].max() + dt.timedelta(minutes=20)}],
-                        schema=states.schema)
-    on_time = pl.DataFrame([{**first, "source": "backfill", "event_id": None,
-                             "last_updated": first["last_updated"] + dt.timedelta(microseconds=1),
-                             "last_changed": first["last_updated"] + dt.timedelta(microseconds=1),
-                             "last_reported": None,
-                             "received_at": first["last_updated"] + lag + dt.timedelta(minutes=5)}],
-                           schema=states.schema)
+    late = pl.DataFrame(
+        [
+            {
+                **first,
+                "source": "backfill",
+                "event_id": None,
+                "last_updated": first["last_updated"] - dt.timedelta(seconds=30),
+                "last_changed": first["last_updated"] - dt.timedelta(seconds=30),
+                "last_reported": None,
+                "received_at": live["received_at"].max() + dt.timedelta(minutes=20),
+            }
+        ],
+        schema=states.schema,
+    )
+    on_time = pl.DataFrame(
+        [
+            {
+                **first,
+                "source": "backfill",
+                "event_id": None,
+                "last_updated": first["last_updated"] + dt.timedelta(microseconds=1),
+                "last_changed": first["last_updated"] + dt.timedelta(microseconds=1),
+                "last_reported": None,
+                "received_at": first["last_updated"] + lag + dt.timedelta(minutes=5),
+            }
+        ],
+        schema=states.schema,
+    )
     validated, _ = _split(pl.concat([states, late, on_time]))
     flagged = validated.filter(pl.col("is_late") | pl.col("is_out_of_order"))
     assert flagged.select("last_updated", "is_late", "is_out_of_order").rows() == [
-        (late["last_updated"][0], True, True), (on_time["last_updated"][0], False, True)]
+        (late["last_updated"][0], True, True),
+        (on_time["last_updated"][0], False, True),
+    ]
     assert validated["last_updated"].is_sorted()
 
 
@@ -225,7 +274,10 @@ def test_contracts_of_the_validated_tables_hold_and_can_fail(day):
 
     mixed = validated_states.with_columns(
         pl.when((pl.col("entity_id") == "sensor.house_power") & (pl.int_range(pl.len()) % 2 == 0))
-        .then(pl.lit("kW")).otherwise(pl.col("unit_normalized")).alias("unit_normalized"))
+        .then(pl.lit("kW"))
+        .otherwise(pl.col("unit_normalized"))
+        .alias("unit_normalized")
+    )
     with pytest.raises(pa.errors.SchemaErrors) as raised:
         schemas.NormalizedUnits.validate(mixed, lazy=True)
     assert set(raised.value.failure_cases["check"].to_list()) == {"one_unit_per_entity"}

@@ -37,27 +37,30 @@ def _typed(states: pl.DataFrame, entity_id: str, state: str) -> dict:
     return rows.row(0, named=True)
 
 
-@pytest.mark.parametrize(("entity_id", "state", "expected"), [
-    ("light.bed_light", "on", True),
-    ("light.bed_light", "off", False),
-    ("binary_sensor.hall_motion", "on", True),
-    ("cover.garage_door", "closed", False),
-    ("cover.hall_window", "opening", True),
-    ("cover.hall_window", "closing", True),
-    ("lock.poorly_installed_door", "jammed", None),
-    ("lock.front_door", "locked", False),
-    ("lock.front_door", "unlocked", True),
-    ("person.paulus", "home", True),
-    ("person.paulus", "not_home", False),
-    ("person.paulus", "Office", None),
-    ("media_player.living_room", "playing", True),
-    ("climate.hvac", "heat", True),
-    ("timer.tea", "active", True),
-    ("timer.tea", "idle", False),
-    ("sun.sun", "above_horizon", True),
-    ("input_select.house_mode", "Home", None),
-    ("sensor.house_power", "1348.0", None),
-])
+@pytest.mark.parametrize(
+    ("entity_id", "state", "expected"),
+    [
+        ("light.bed_light", "on", True),
+        ("light.bed_light", "off", False),
+        ("binary_sensor.hall_motion", "on", True),
+        ("cover.garage_door", "closed", False),
+        ("cover.hall_window", "opening", True),
+        ("cover.hall_window", "closing", True),
+        ("lock.poorly_installed_door", "jammed", None),
+        ("lock.front_door", "locked", False),
+        ("lock.front_door", "unlocked", True),
+        ("person.paulus", "home", True),
+        ("person.paulus", "not_home", False),
+        ("person.paulus", "Office", None),
+        ("media_player.living_room", "playing", True),
+        ("climate.hvac", "heat", True),
+        ("timer.tea", "active", True),
+        ("timer.tea", "idle", False),
+        ("sun.sun", "above_horizon", True),
+        ("input_select.house_mode", "Home", None),
+        ("sensor.house_power", "1348.0", None),
+    ],
+)
 def test_value_bool_follows_home_assistants_on_off_states(states, entity_id, state, expected):
     assert _typed(states, entity_id, state)["value_bool"] is expected
 
@@ -92,8 +95,10 @@ def test_input_datetime_with_a_date_uses_its_timestamp_attribute(states):
     # the attributes HA gives an input_datetime with date and time: "timestamp" is unix seconds
     with_date = real.with_columns(
         pl.lit("2026-11-27 06:45:00").alias("state"),
-        pl.lit('{"has_date":true,"has_time":true,"editable":false,"year":2026,"month":11,"day":27,"hour":6,'
-               '"minute":45,"second":0,"timestamp":1795790700.0,"friendly_name":"Wake up time"}').alias("attributes"),
+        pl.lit(
+            '{"has_date":true,"has_time":true,"editable":false,"year":2026,"month":11,"day":27,"hour":6,'
+            '"minute":45,"second":0,"timestamp":1795790700.0,"friendly_name":"Wake up time"}'
+        ).alias("attributes"),
         (pl.col("last_updated") + dt.timedelta(seconds=1)).alias("last_updated"),
         (pl.col("last_changed") + dt.timedelta(seconds=1)).alias("last_changed"),
         pl.lit(None, pl.Datetime("us", "UTC")).alias("last_reported"),
@@ -106,15 +111,19 @@ def test_a_unit_change_mid_stream_keeps_one_unit_in_the_normalised_column(states
     entity = "sensor.living_room_temperature"
     last = states.filter(pl.col("entity_id") == entity).sort("last_updated").tail(1)
     assert '"unit_of_measurement":"°C"' in last["attributes"][0]
-    fahrenheit = pl.concat([
-        last.with_columns(
-            pl.lit(f).alias("state"), pl.lit(float(f)).alias("state_num"),
-            pl.col("attributes").str.replace('"°C"', '"°F"', literal=True),
-            (pl.col("last_updated") + dt.timedelta(minutes=i + 1)).alias("last_updated"),
-            (pl.col("last_changed") + dt.timedelta(minutes=i + 1)).alias("last_changed"),
-            pl.lit(None, pl.Datetime("us", "UTC")).alias("last_reported"),
-        ) for i, f in enumerate(("70.7", "212", "-40"))
-    ])
+    fahrenheit = pl.concat(
+        [
+            last.with_columns(
+                pl.lit(f).alias("state"),
+                pl.lit(float(f)).alias("state_num"),
+                pl.col("attributes").str.replace('"°C"', '"°F"', literal=True),
+                (pl.col("last_updated") + dt.timedelta(minutes=i + 1)).alias("last_updated"),
+                (pl.col("last_changed") + dt.timedelta(minutes=i + 1)).alias("last_changed"),
+                pl.lit(None, pl.Datetime("us", "UTC")).alias("last_reported"),
+            )
+            for i, f in enumerate(("70.7", "212", "-40"))
+        ]
+    )
     validated = _validated(pl.concat([states, fahrenheit]))
     rows = validated.filter(pl.col("entity_id") == entity)
     assert rows["unit"].unique().sort().to_list() == ["°C", "°F"]
@@ -128,17 +137,21 @@ def test_a_unit_change_mid_stream_keeps_one_unit_in_the_normalised_column(states
     schemas.ValidatedStates.validate(validated, lazy=True)
 
 
-@pytest.mark.parametrize(("entity_id", "unit", "value", "expected", "canonical"), [
-    ("sensor.house_power", "kW", "1.348", 1348.0, "W"),
-    ("sensor.house_energy", "Wh", "1234506", 1234.506, "kWh"),
-    ("sensor.house_energy", "MWh", "1.2345", 1234.5, "kWh"),
-    ("sensor.total_gas_m3", "ft³", "100", 2.8316846592, "m³"),
-])
+@pytest.mark.parametrize(
+    ("entity_id", "unit", "value", "expected", "canonical"),
+    [
+        ("sensor.house_power", "kW", "1.348", 1348.0, "W"),
+        ("sensor.house_energy", "Wh", "1234506", 1234.506, "kWh"),
+        ("sensor.house_energy", "MWh", "1.2345", 1234.5, "kWh"),
+        ("sensor.total_gas_m3", "ft³", "100", 2.8316846592, "m³"),
+    ],
+)
 def test_units_convert_to_one_canonical_unit_per_quantity(states, entity_id, unit, value, expected, canonical):
     real = states.filter(pl.col("entity_id") == entity_id).sort("last_updated").tail(1)
     original = real["attributes"].str.extract(r'"unit_of_measurement":"([^"]+)"', 1)[0]
     changed = real.with_columns(
-        pl.lit(value).alias("state"), pl.lit(float(value)).alias("state_num"),
+        pl.lit(value).alias("state"),
+        pl.lit(float(value)).alias("state_num"),
         pl.col("attributes").str.replace(f'"{original}"', f'"{unit}"', literal=True),
         (pl.col("last_updated") + dt.timedelta(minutes=10)).alias("last_updated"),
         (pl.col("last_changed") + dt.timedelta(minutes=10)).alias("last_changed"),
@@ -157,13 +170,19 @@ def test_typed_values_decodes_attributes_itself_when_given_none(states):
 
 def test_attributes_decoded_once_per_distinct_text_match_a_decode_of_every_row(states):
     """Rows share attribute texts (HA repeats them), and some are null or not JSON objects."""
-    rows = pl.concat([states, states.head(50).with_columns(attributes=pl.lit(None, pl.String)),
-                      states.head(50).with_columns(attributes=pl.lit("[1, 2]"))])
+    rows = pl.concat(
+        [
+            states,
+            states.head(50).with_columns(attributes=pl.lit(None, pl.String)),
+            states.head(50).with_columns(attributes=pl.lit("[1, 2]")),
+        ]
+    )
     assert rows["attributes"].n_unique() < rows.height / 2
     is_object = pl.col("attributes").str.starts_with("{") & pl.col("attributes").str.ends_with("}")
     for strict in (False, True):
         every_row = rows.with_columns(
-            decode_attributes(pl.when(is_object).then(pl.col("attributes")), strict=strict).alias("decoded"))
+            decode_attributes(pl.when(is_object).then(pl.col("attributes")), strict=strict).alias("decoded")
+        )
         once = with_decoded_attributes(rows.lazy(), "decoded", decodable=is_object, strict=strict).collect()
         # the fields, as typed_values reads them (a row without text gets a null struct, not one of nulls)
         assert once.unnest("decoded").equals(every_row.unnest("decoded"))

@@ -58,8 +58,13 @@ def test_schema_qualified_names_subqueries_unions_and_case():
         UNION ALL
         SELECT NULL, * FROM energy.energy_daily, generate_series(1, 3), unnest([1, 2]) AS u(x)
     """
-    assert table_references(sql) == {"core.agg_entity_hourly", "main.states", "registry.entities", "main.events",
-                                     "energy.energy_daily"}
+    assert table_references(sql) == {
+        "core.agg_entity_hourly",
+        "main.states",
+        "registry.entities",
+        "main.events",
+        "energy.energy_daily",
+    }
 
 
 def test_recursive_cte_has_no_dependency():
@@ -67,13 +72,16 @@ def test_recursive_cte_has_no_dependency():
     assert table_references(sql) == frozenset()
 
 
-@pytest.mark.parametrize(("sql", "message"), [
-    ("SELECT 1; SELECT 2", "exactly one SELECT"),
-    ("CREATE TABLE x AS SELECT 1", "exactly one SELECT"),
-    ("SELECT * FROM read_parquet('lake/states/*/*.parquet')", "reads files directly"),
-    ("SELECT * FROM warehouse.core.fct_state_changes", "three-part names"),
-    ("SELECT * FROM (", "cannot parse"),
-])
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT 1; SELECT 2", "exactly one SELECT"),
+        ("CREATE TABLE x AS SELECT 1", "exactly one SELECT"),
+        ("SELECT * FROM read_parquet('lake/states/*/*.parquet')", "reads files directly"),
+        ("SELECT * FROM warehouse.core.fct_state_changes", "three-part names"),
+        ("SELECT * FROM (", "cannot parse"),
+    ],
+)
 def test_statements_that_are_not_one_plain_select_are_refused(sql, message):
     with pytest.raises(SqlProjectError, match=message):
         table_references(sql)
@@ -107,17 +115,22 @@ def test_cycles_and_self_references_are_errors(tmp_path):
 
 
 def test_assertion_files_and_their_errors(tmp_path):
-    root = _project(tmp_path, {
-        "core/a.sql": "-- The states.\n-- Second line.\nSELECT * FROM states",
-        "core/a.assert.sql": "-- header comment\n-- @assert: no_null_entity\n-- Entities have ids.\n"
-                             "SELECT * FROM core.a WHERE entity_id IS NULL;\n\n"
-                             "-- @assert: all_events_known\nSELECT * FROM events ANTI JOIN core.a USING (context_id)\n",
-    })
+    root = _project(
+        tmp_path,
+        {
+            "core/a.sql": "-- The states.\n-- Second line.\nSELECT * FROM states",
+            "core/a.assert.sql": "-- header comment\n-- @assert: no_null_entity\n-- Entities have ids.\n"
+            "SELECT * FROM core.a WHERE entity_id IS NULL;\n\n"
+            "-- @assert: all_events_known\nSELECT * FROM events ANTI JOIN core.a USING (context_id)\n",
+        },
+    )
     project = load_project(root)
     model = project.models["core.a"]
     assert model.description == "The states.\nSecond line."
     assert [(a.name, a.tables) for a in model.assertions] == [
-        ("no_null_entity", {"core.a"}), ("all_events_known", {"main.events", "core.a"})]
+        ("no_null_entity", {"core.a"}),
+        ("all_events_known", {"main.events", "core.a"}),
+    ]
     assert model.assertions[0].sql.endswith("WHERE entity_id IS NULL")
 
     (root / "core/a.assert.sql").write_text("SELECT 1\n-- @assert: late_header\nSELECT 2")
@@ -144,8 +157,15 @@ def test_model_layout_errors(tmp_path):
 def test_the_shipped_project_and_its_dependency_graph():
     project = load_project(MODELS)
     assert set(project.models) == {
-        "core.dim_homes", "core.dim_entities", "core.fct_state_changes", "core.state_segments",
-        "core.agg_entity_hourly", "core.agg_entity_daily", "energy.energy_daily", "automation.automation_runs"}
+        "core.dim_homes",
+        "core.dim_entities",
+        "core.fct_state_changes",
+        "core.state_segments",
+        "core.agg_entity_hourly",
+        "core.agg_entity_daily",
+        "energy.energy_daily",
+        "automation.automation_runs",
+    }
     tables = {name: model.tables for name, model in project.models.items()}
     assert tables["core.fct_state_changes"] == {"main.states"}
     assert tables["core.state_segments"] == {"core.fct_state_changes", "main.events", "main.states"}
@@ -170,18 +190,21 @@ def test_definitions_load_with_one_asset_per_model_and_one_check_per_assertion()
         assert spec.code_version == hashlib.sha256(model.path.read_bytes()).hexdigest()[:16]
         assert {dep.asset_key for dep in spec.deps} == {dg.AssetKey(list(project.asset_key(t))) for t in model.tables}
     assert {dep.asset_key for dep in specs[SNAPSHOT_KEY].deps} == {
-        dg.AssetKey(list(m.asset_key)) for m in project.models.values()}
+        dg.AssetKey(list(m.asset_key)) for m in project.models.values()
+    }
 
     check_keys = set(definitions.resolve_asset_graph().asset_check_keys)
-    expected = {dg.AssetCheckKey(dg.AssetKey(list(m.asset_key)), a.name)
-                for m in project.models.values() for a in m.assertions}
+    expected = {
+        dg.AssetCheckKey(dg.AssetKey(list(m.asset_key)), a.name) for m in project.models.values() for a in m.assertions
+    }
     assert expected <= check_keys
     assert all(a.op.pool == "duckdb" for a in build_assets(project))
     checks = build_checks(project)
     assert all(c.op.pool == "duckdb" and all(s.blocking for s in c.check_specs) for c in checks)
     job = definitions.resolve_job_def("sql_models")
     assert {k for k in job.asset_layer.asset_graph.get_all_asset_keys() if k.path[0] != "lake"} >= set(
-        dg.AssetKey(list(m.asset_key)) for m in project.models.values())
+        dg.AssetKey(list(m.asset_key)) for m in project.models.values()
+    )
 
 
 def test_definitions_refuse_to_load_a_model_reading_an_unknown_table(tmp_path, monkeypatch):

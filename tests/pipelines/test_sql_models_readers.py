@@ -57,8 +57,11 @@ def test_the_snapshot_is_readable_while_a_writer_holds_the_working_file(built):
         assert blocked.returncode != 0 and "Could not set lock" in blocked.stderr
         # the snapshot answers, with the model tables and the live views over the lake
         snapshot = snapshot_path(built)
-        assert _read_in_another_process(snapshot, "SELECT count(*) FROM automation.automation_runs").stdout.strip() \
-            == str(runs) == "684"
+        assert (
+            _read_in_another_process(snapshot, "SELECT count(*) FROM automation.automation_runs").stdout.strip()
+            == str(runs)
+            == "684"
+        )
         assert _read_in_another_process(snapshot, "SELECT count(*) FROM events").stdout.strip() == str(events)
         writer.execute("ROLLBACK")
 
@@ -70,11 +73,15 @@ def test_a_new_snapshot_replaces_the_old_one_under_open_readers(built):
         writer.execute("CREATE OR REPLACE TABLE core.dim_entities AS SELECT * FROM core.dim_entities LIMIT 3")
         publish_snapshot(writer, built)
     assert reader.execute("SELECT count(*) FROM core.dim_entities").fetchall()[0][0] == before > 3
-    assert _read_in_another_process(snapshot_path(built), "SELECT count(*) FROM core.dim_entities").stdout.strip() \
-        == "3"
+    assert (
+        _read_in_another_process(snapshot_path(built), "SELECT count(*) FROM core.dim_entities").stdout.strip() == "3"
+    )
     reader.close()
     assert sorted(p.name for p in built.parent.iterdir()) == [
-        "warehouse.duckdb", "warehouse.duckdb.writer.lock", "warehouse.snapshot.duckdb"]
+        "warehouse.duckdb",
+        "warehouse.duckdb.writer.lock",
+        "warehouse.snapshot.duckdb",
+    ]
 
 
 def test_writers_take_turns_and_a_foreign_holder_gets_a_clear_error(built):
@@ -83,12 +90,21 @@ def test_writers_take_turns_and_a_foreign_holder_gets_a_clear_error(built):
         # a second writer in this process waits on the lock file like one in another process would
         with pytest.raises(WarehouseBusyError, match="writer lock"), writer_connection(built, timeout_s=0.3):
             pass
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import duckdb, sys, time
         connection = duckdb.connect({str(built)!r})
         print("holding", flush=True)
         sys.stdin.readline()
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "holding"
         with pytest.raises(WarehouseBusyError, match="snapshot.duckdb instead"), writer_connection(built, timeout_s=1):
@@ -111,8 +127,9 @@ def test_a_reader_queries_the_snapshot_throughout_a_pipeline_run(built, fixture_
             "warehouse": WarehouseResource(database={str(built)!r})}})
         raise SystemExit(0 if result.success else 1)
     """)
-    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     reads = while_locked = 0
     deadline, next_probe = time.monotonic() + 300, 0.0
     while writer.poll() is None and time.monotonic() < deadline:

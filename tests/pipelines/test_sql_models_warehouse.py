@@ -62,15 +62,17 @@ def test_every_model_materialises_and_every_assertion_passes(warehouse):
     checks = check_results(result)
     assert len(checks) == sum(len(m.assertions) for m in PROJECT.models.values())
     assert all(c.passed for c in checks.values()), [k for k, c in checks.items() if not c.passed]
-    metadata = {e.asset_key.to_user_string(): e.materialization.metadata
-                for e in result.get_asset_materialization_events()}
+    metadata = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
     with duckdb.connect(str(database), read_only=True) as connection:
         for name in MODEL_TABLES:
             key = "/".join(PROJECT.models[name].asset_key)
             rows = connection.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
             assert metadata[key]["dagster/row_count"].value == rows > 0
-            assert [c.name for c in metadata[key]["dagster/column_schema"].schema.columns] == \
-                table(connection, name).columns
+            assert [c.name for c in metadata[key]["dagster/column_schema"].schema.columns] == table(
+                connection, name
+            ).columns
 
 
 def test_views_over_the_lake_match_the_raw_files(warehouse, fixture_lake):
@@ -78,17 +80,26 @@ def test_views_over_the_lake_match_the_raw_files(warehouse, fixture_lake):
     with duckdb.connect(str(database), read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM events").fetchall()[0][0] == raw(fixture_lake, "events").height
         assert connection.execute("SELECT count(*) FROM states").fetchall()[0][0] == raw(fixture_lake, "states").height
-        assert connection.execute("SELECT count(*) FROM registry.entities").fetchall()[0][0] == \
-            raw(fixture_lake, "registry/entities").height
+        assert (
+            connection.execute("SELECT count(*) FROM registry.entities").fetchall()[0][0]
+            == raw(fixture_lake, "registry/entities").height
+        )
         # nothing was quarantined: the view exists anyway, empty, with the contract's columns plus `date`
         assert not (fixture_lake / "quarantine").exists()
-        assert connection.sql("SELECT * FROM quarantine").columns == ["home", "received_at", "stage", "reason",
-                                                                      "raw", "date"]
+        assert connection.sql("SELECT * FROM quarantine").columns == [
+            "home",
+            "received_at",
+            "stage",
+            "reason",
+            "raw",
+            "date",
+        ]
         assert connection.execute("SELECT count(*) FROM quarantine").fetchall()[0][0] == 0
         # the collector's one session, whose counters match the events it landed
         events = raw(fixture_lake, "events").height
-        assert connection.execute("SELECT count(*), sum(events_received), sum(events_committed) "
-                                  "FROM collector_sessions").fetchall() == [(1, events, events)]
+        assert connection.execute(
+            "SELECT count(*), sum(events_received), sum(events_committed) FROM collector_sessions"
+        ).fetchall() == [(1, events, events)]
 
 
 def _state(data: str, key: str) -> str | None:
@@ -99,8 +110,11 @@ def _state(data: str, key: str) -> str | None:
 def test_state_changes_match_the_state_changed_events(warehouse, fixture_lake):
     database, _ = warehouse
     events = raw(fixture_lake, "events").filter(pl.col("event_type") == "state_changed")
-    changed = {row["event_id"] for row in events.iter_rows(named=True)
-               if _state(row["data"], "new_state") != _state(row["data"], "old_state")}
+    changed = {
+        row["event_id"]
+        for row in events.iter_rows(named=True)
+        if _state(row["data"], "new_state") != _state(row["data"], "old_state")
+    }
     snapshot_entities = raw(fixture_lake, "states").filter(pl.col("source") == "snapshot")["entity_id"]
     with duckdb.connect(str(database), read_only=True) as connection:
         facts = table(connection, "core.fct_state_changes")
@@ -108,27 +122,34 @@ def test_state_changes_match_the_state_changed_events(warehouse, fixture_lake):
     assert set(live["event_id"]) == changed and live.height == len(changed)
     # every entity's first row is its connect snapshot, a change from nothing
     assert set(facts.filter(pl.col("source") == "snapshot")["entity_id"]) == set(snapshot_entities)
-    assert facts.filter(pl.col("previous_state").is_null() & ~pl.col("is_removal")).height == \
-        facts.select(pl.struct("home", "entity_id").n_unique()).item()
+    assert (
+        facts.filter(pl.col("previous_state").is_null() & ~pl.col("is_removal")).height
+        == facts.select(pl.struct("home", "entity_id").n_unique()).item()
+    )
     removal = facts.filter(pl.col("is_removal"))
     assert removal["entity_id"].to_list() == ["sensor.carbon_dioxide"]
 
 
 def test_entity_dimension_follows_the_latest_registry_snapshot(warehouse, fixture_lake):
     database, _ = warehouse
+
     def latest(kind: str) -> dict[str, dict]:
         frame = raw(fixture_lake, f"registry/{kind}")
         newest = frame.sort("snapshot_at", "snapshot_seq").tail(1)["snapshot_seq"].item()
-        return {row["item_id"]: json.loads(row["data"]) for row in frame.filter(pl.col("snapshot_seq") == newest)
-                .iter_rows(named=True)}
+        return {
+            row["item_id"]: json.loads(row["data"])
+            for row in frame.filter(pl.col("snapshot_seq") == newest).iter_rows(named=True)
+        }
 
     entities, devices, areas = latest("entities"), latest("devices"), latest("areas")
     with duckdb.connect(str(database), read_only=True) as connection:
         dim = {row["entity_id"]: row for row in table(connection, "core.dim_entities").iter_rows(named=True)}
     states = raw(fixture_lake, "states").sort("last_updated")
     state_entities = set(states["entity_id"])
-    friendly = {row["entity_id"]: json.loads(row["attributes"] or "{}").get("friendly_name")
-                for row in states.iter_rows(named=True)}
+    friendly = {
+        row["entity_id"]: json.loads(row["attributes"] or "{}").get("friendly_name")
+        for row in states.iter_rows(named=True)
+    }
     assert set(dim) == set(entities) | state_entities
     assert {e for e, row in dim.items() if row["in_registry"]} == set(entities)
     for entity_id, entry in entities.items():
@@ -138,8 +159,13 @@ def test_entity_dimension_follows_the_latest_registry_snapshot(warehouse, fixtur
         assert (row["platform"], row["device_id"], row["area_id"]) == (entry["platform"], entry["device_id"], area_id)
         assert row["area_name"] == (areas[area_id]["name"] if area_id else None)
         assert row["device_name"] == (device.get("name_by_user") or device.get("name"))
-        assert row["name"] == (friendly.get(entity_id) or entry["name"] or entry["original_name"] or
-                               (row["device_name"] if entry["has_entity_name"] else None) or entity_id)
+        assert row["name"] == (
+            friendly.get(entity_id)
+            or entry["name"]
+            or entry["original_name"]
+            or (row["device_name"] if entry["has_entity_name"] else None)
+            or entity_id
+        )
     assert dim["light.bed_light"]["name"] == "Bedside lamp"
     assert dim["sensor.carbon_dioxide"]["is_removed"] and not dim["sensor.kitchen_co2"]["is_removed"]
 
@@ -240,11 +266,17 @@ def test_automation_runs_are_the_triggered_events_with_what_they_changed(warehou
 
 def test_energy_per_day_on_the_fixture(warehouse, fixture_lake):
     database, _ = warehouse
-    readings = [float(_state(d, "new_state")) for d in raw(fixture_lake, "events").filter(
-        (pl.col("event_type") == "state_changed") & (pl.col("entity_id") == "sensor.house_energy"))
-        .sort("time_fired")["data"]]
-    snapshot = raw(fixture_lake, "states").filter(
-        (pl.col("entity_id") == "sensor.house_energy") & (pl.col("source") == "snapshot"))["state_num"].item()
+    readings = [
+        float(_state(d, "new_state"))
+        for d in raw(fixture_lake, "events")
+        .filter((pl.col("event_type") == "state_changed") & (pl.col("entity_id") == "sensor.house_energy"))
+        .sort("time_fired")["data"]
+    ]
+    snapshot = (
+        raw(fixture_lake, "states")
+        .filter((pl.col("entity_id") == "sensor.house_energy") & (pl.col("source") == "snapshot"))["state_num"]
+        .item()
+    )
     with duckdb.connect(str(database), read_only=True) as connection:
         [row] = table(connection, "energy.energy_daily").iter_rows(named=True)
     assert row["entity_id"] == "sensor.house_energy" and row["resets"] == 0
@@ -277,10 +309,21 @@ def _append_states(lake: Path, rows: list[dict], tag: str) -> None:
 
 def _meter_row(template: dict, at: datetime, value: float, unit: str = "kWh", entity_id: str | None = None) -> dict:
     attributes = json.loads(template["attributes"]) | {"unit_of_measurement": unit}
-    return template | {"entity_id": entity_id or template["entity_id"], "state": str(value), "state_num": value,
-                       "attributes": json.dumps(attributes), "last_changed": at, "last_updated": at,
-                       "last_reported": at, "received_at": at, "source": "live", "event_id": None,
-                       "context_id": None, "context_parent_id": None, "old_state": None}
+    return template | {
+        "entity_id": entity_id or template["entity_id"],
+        "state": str(value),
+        "state_num": value,
+        "attributes": json.dumps(attributes),
+        "last_changed": at,
+        "last_updated": at,
+        "last_reported": at,
+        "received_at": at,
+        "source": "live",
+        "event_id": None,
+        "context_id": None,
+        "context_parent_id": None,
+        "old_state": None,
+    }
 
 
 def test_meter_resets_dips_and_unit_changes(fixture_lake, tmp_path):
@@ -292,16 +335,20 @@ def test_meter_resets_dips_and_unit_changes(fixture_lake, tmp_path):
     def utc(text: str) -> datetime:
         return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
-    _append_states(lake, [
-        _meter_row(template, utc("2026-11-26 20:00"), 1235.0),           # 12:00 in Los Angeles
-        _meter_row(template, utc("2026-11-27 02:00"), 0.4),              # reset: 0.4 kWh since
-        _meter_row(template, utc("2026-11-27 07:30"), 0.9),              # 23:30 on the 26th locally
-        _meter_row(template, utc("2026-11-27 08:30"), 1.5),              # 00:30 on the 27th locally
-        _meter_row(template, utc("2026-11-27 09:00"), 1.45),             # a dip, not a reset
-        _meter_row(template, utc("2026-11-27 10:00"), 1.6),              # 0.1 above the highest reading
-        _meter_row(template, utc("2026-11-27 11:00"), 1600.0, "Wh"),     # the unit changes, the energy does not
-        _meter_row(template, utc("2026-11-27 12:00"), 2100.0, "Wh"),
-    ], "reset")
+    _append_states(
+        lake,
+        [
+            _meter_row(template, utc("2026-11-26 20:00"), 1235.0),  # 12:00 in Los Angeles
+            _meter_row(template, utc("2026-11-27 02:00"), 0.4),  # reset: 0.4 kWh since
+            _meter_row(template, utc("2026-11-27 07:30"), 0.9),  # 23:30 on the 26th locally
+            _meter_row(template, utc("2026-11-27 08:30"), 1.5),  # 00:30 on the 27th locally
+            _meter_row(template, utc("2026-11-27 09:00"), 1.45),  # a dip, not a reset
+            _meter_row(template, utc("2026-11-27 10:00"), 1.6),  # 0.1 above the highest reading
+            _meter_row(template, utc("2026-11-27 11:00"), 1600.0, "Wh"),  # the unit changes, the energy does not
+            _meter_row(template, utc("2026-11-27 12:00"), 2100.0, "Wh"),
+        ],
+        "reset",
+    )
     database = tmp_path / "warehouse.duckdb"
     result = materialize(lake, database)
     assert result.success and all(c.passed for c in check_results(result).values())
@@ -324,16 +371,24 @@ def test_assertions_fail_on_broken_data_and_block_the_snapshot(fixture_lake, tmp
     shutil.copy(entity_files[-1], entity_files[-1].with_name("part-duplicate.parquet"))
     template = raw(lake, "states").filter(pl.col("entity_id") == "sensor.house_energy").row(-1, named=True)
     at = datetime(2026, 11, 26, 17, 30, tzinfo=UTC)
-    _append_states(lake, [_meter_row(template, at, 5.0, entity_id="sensor.broken_meter"),
-                          _meter_row(template, at + timedelta(minutes=1), -3.0, entity_id="sensor.broken_meter")],
-                   "broken")
+    _append_states(
+        lake,
+        [
+            _meter_row(template, at, 5.0, entity_id="sensor.broken_meter"),
+            _meter_row(template, at + timedelta(minutes=1), -3.0, entity_id="sensor.broken_meter"),
+        ],
+        "broken",
+    )
 
     database = tmp_path / "warehouse.duckdb"
     result = materialize(lake, database)
     checks = check_results(result)
     failed = {k for k, c in checks.items() if not c.passed}
-    assert failed == {"automation/automation_runs:one_row_per_run", "core/dim_entities:one_row_per_entity",
-                      "energy/energy_daily:no_negative_energy"}
+    assert failed == {
+        "automation/automation_runs:one_row_per_run",
+        "core/dim_entities:one_row_per_entity",
+        "energy/energy_daily:no_negative_energy",
+    }
     # the runs landed twice, and the runs they triggered (each now finds two parents)
     duplicated = pl.read_parquet(event_file).filter(pl.col("event_type") == "automation_triggered")
     all_runs = raw(fixture_lake, "events").filter(pl.col("event_type") == "automation_triggered")
@@ -342,8 +397,10 @@ def test_assertions_fail_on_broken_data_and_block_the_snapshot(fixture_lake, tmp
     assert run_check.metadata["failing_rows"].value == len(set(duplicated["event_id"]) | set(children["event_id"]))
     assert duplicated.height > 100
     assert "| event_id | copies |" in run_check.metadata["sample"].value
-    assert checks["core/dim_entities:one_row_per_entity"].metadata["failing_rows"].value == \
-        pl.read_parquet(entity_files[-1]).height
+    assert (
+        checks["core/dim_entities:one_row_per_entity"].metadata["failing_rows"].value
+        == pl.read_parquet(entity_files[-1]).height
+    )
     energy = checks["energy/energy_daily:no_negative_energy"]
     assert energy.metadata["failing_rows"].value == 1 and "sensor.broken_meter" in energy.metadata["sample"].value
     assert energy.severity == dg.AssetCheckSeverity.ERROR
@@ -357,8 +414,9 @@ def test_the_shipped_instance_lets_one_run_at_a_time_write_the_warehouse(tmp_pat
     repo = Path(__file__).resolve().parents[2]
     project = load_project(default_models_dir())
     assert {assets.node_def.pool for assets in build_assets(project)} == {"duckdb"}
-    shipped, postgres = (yaml.safe_load((repo / name).read_text())
-                         for name in ("dagster.yaml", "dagster-postgres.yaml"))
+    shipped, postgres = (
+        yaml.safe_load((repo / name).read_text()) for name in ("dagster.yaml", "dagster-postgres.yaml")
+    )
     assert postgres["concurrency"] == shipped["concurrency"]
     shutil.copy(repo / "dagster.yaml", tmp_path / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))

@@ -29,9 +29,9 @@ pytestmark = [pytest.mark.realha, pytest.mark.timeout(900)]
 
 REALHA = Path(__file__).resolve().parents[2] / "tools" / "realha"
 HOURS = 2 * 365 * 24
-GAP = range(300 * 24, 345 * 24)       # hour indexes HA has nothing for
+GAP = range(300 * 24, 345 * 24)  # hour indexes HA has nothing for
 GRID_RESET, GAS_RESET = 12_000, 9_001  # hour indexes at which the meters restart from zero
-IMPORT_BATCH = 3_000                   # rows per import_statistics message (HA reads at most 4 MiB)
+IMPORT_BATCH = 3_000  # rows per import_statistics message (HA reads at most 4 MiB)
 
 
 def free_port() -> int:
@@ -48,8 +48,13 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def home_assistant() -> HomeAssistantResource:
     env = {**os.environ, "HA_PORT": str(free_port())}
-    paths = subprocess.run(["bash", "-c", f'source "{REALHA}/env.sh" && echo "$HA_VENV" && echo "$HA_TOKEN_FILE"'],
-                           env=env, capture_output=True, text=True, check=True).stdout.split()
+    paths = subprocess.run(
+        ["bash", "-c", f'source "{REALHA}/env.sh" && echo "$HA_VENV" && echo "$HA_TOKEN_FILE"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     if not Path(paths[0], "bin", "hass").exists():
         pytest.skip(f"no real Home Assistant venv at {paths[0]} (run tools/realha/install.sh)")
     subprocess.run([str(REALHA / "ha_start.sh"), "--fresh"], env=env, check=True, capture_output=True, timeout=300)
@@ -79,9 +84,14 @@ def seeded(first_hour: dt.datetime) -> dict[str, pl.DataFrame]:
         gas.append(round(gas_reading, 4))
     temperature = [round(10 + 8 * ((i % 24) / 24) - 5 * ((i // 24 % 365) / 365), 3) for i in hours]
     return {
-        "sensor.outside_temperature": pl.DataFrame({"start": starts, "mean": temperature,
-                                                    "min": [t - 0.5 for t in temperature],
-                                                    "max": [t + 0.5 for t in temperature]}),
+        "sensor.outside_temperature": pl.DataFrame(
+            {
+                "start": starts,
+                "mean": temperature,
+                "min": [t - 0.5 for t in temperature],
+                "max": [t + 0.5 for t in temperature],
+            }
+        ),
         "demo:grid_import": pl.DataFrame({"start": starts, "state": grid, "sum": sums, "used": used}),
         "demo:gas_meter": pl.DataFrame({"start": starts, "state": gas, "sum": gas, "used": used}),
     }
@@ -92,13 +102,19 @@ async def seed(home_assistant: HomeAssistantResource, series: dict[str, pl.DataF
     async with home_assistant.session() as session:
         for statistic_id, frame in series.items():
             has_sum = "sum" in frame.columns
-            metadata = {"has_mean": not has_sum, "has_sum": has_sum, "name": statistic_id,
-                        "source": statistic_id.split(":")[0] if ":" in statistic_id else "recorder",
-                        "statistic_id": statistic_id, "unit_of_measurement": units[statistic_id]}
+            metadata = {
+                "has_mean": not has_sum,
+                "has_sum": has_sum,
+                "name": statistic_id,
+                "source": statistic_id.split(":")[0] if ":" in statistic_id else "recorder",
+                "statistic_id": statistic_id,
+                "unit_of_measurement": units[statistic_id],
+            }
             rows = frame.drop("used", strict=False).with_columns(pl.col("start").dt.strftime("%Y-%m-%dT%H:%M:%S+00:00"))
             for offset in range(0, rows.height, IMPORT_BATCH):
-                await session.call("recorder/import_statistics", metadata=metadata,
-                                   stats=rows.slice(offset, IMPORT_BATCH).to_dicts())
+                await session.call(
+                    "recorder/import_statistics", metadata=metadata, stats=rows.slice(offset, IMPORT_BATCH).to_dicts()
+                )
         await wait_until_imported(session, series)
 
 
@@ -108,8 +124,13 @@ async def wait_until_imported(session: HomeAssistantSession, series: dict[str, p
     for statistic_id, frame in series.items():
         last = frame["start"].max()
         while True:
-            answer = await session.call("recorder/statistics_during_period", start_time=last.isoformat(),
-                                        statistic_ids=[statistic_id], period="hour", types=["state", "mean"])
+            answer = await session.call(
+                "recorder/statistics_during_period",
+                start_time=last.isoformat(),
+                statistic_ids=[statistic_id],
+                period="hour",
+                types=["state", "mean"],
+            )
             if answer.get(statistic_id):
                 break
             assert time.monotonic() < deadline, f"HA did not import {statistic_id}"
@@ -121,31 +142,44 @@ async def wait_for_short_term_statistics(home_assistant: HomeAssistantResource, 
     deadline = time.monotonic() + 360
     async with home_assistant.session() as session:
         ids = [entry["statistic_id"] for entry in await session.call("recorder/list_statistic_ids")]
-        while not await session.call("recorder/statistics_during_period", start_time=since.isoformat(),
-                                     statistic_ids=ids, period="5minute", types=["mean"]):
+        while not await session.call(
+            "recorder/statistics_during_period",
+            start_time=since.isoformat(),
+            statistic_ids=ids,
+            period="5minute",
+            types=["mean"],
+        ):
             assert time.monotonic() < deadline, "HA compiled no 5-minute statistics in 6 minutes"
             await asyncio.sleep(5)
 
 
-async def ha_answer(home_assistant: HomeAssistantResource, period: str, start: dt.datetime, end: dt.datetime
-                    ) -> dict:
+async def ha_answer(home_assistant: HomeAssistantResource, period: str, start: dt.datetime, end: dt.datetime) -> dict:
     """HA's own answer for every statistic id it lists."""
     async with home_assistant.session() as session:
         statistic_ids = [entry["statistic_id"] for entry in await session.call("recorder/list_statistic_ids")]
-        return await session.call("recorder/statistics_during_period", start_time=start.isoformat(),
-                                  end_time=end.isoformat(), statistic_ids=statistic_ids, period=period,
-                                  types=["mean", "sum"])
+        return await session.call(
+            "recorder/statistics_during_period",
+            start_time=start.isoformat(),
+            end_time=end.isoformat(),
+            statistic_ids=statistic_ids,
+            period=period,
+            types=["mean", "sum"],
+        )
 
 
 def run_metadata(result: dg.ExecuteInProcessResult) -> dict:
     """The run's own MaterializeResult (the first run also logs one materialisation per imported day)."""
-    [metadata] = [e.materialization.metadata for e in result.get_asset_materialization_events()
-                  if "imported_by_run" not in e.materialization.metadata]
+    [metadata] = [
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if "imported_by_run" not in e.materialization.metadata
+    ]
     return metadata
 
 
-def materialize(asset: dg.AssetsDefinition, lake: LakeResource, home_assistant: HomeAssistantResource,
-                day: str) -> dg.ExecuteInProcessResult:
+def materialize(
+    asset: dg.AssetsDefinition, lake: LakeResource, home_assistant: HomeAssistantResource, day: str
+) -> dg.ExecuteInProcessResult:
     # a minute is ample for every call here: a hang fails fast, naming the command
     home_assistant = home_assistant.model_copy(update={"command_timeout_s": 60.0})
     result = dg.materialize([asset], partition_key=day, resources={"lake": lake, "home_assistant": home_assistant})
@@ -190,8 +224,14 @@ def test_the_first_run_imports_years_of_hourly_statistics_with_meter_resets(home
     assert gas["change"].min() < 0  # HA's signed change shows the drop; consumption does not
 
     # everything HA holds, for every statistic id (HA's own compiled ones too), is in the lake
-    answer = asyncio.run(ha_answer(home_assistant, "hour", first_hour - dt.timedelta(days=30),
-                                   dt.datetime.fromisoformat(today).replace(tzinfo=dt.UTC) + dt.timedelta(days=1)))
+    answer = asyncio.run(
+        ha_answer(
+            home_assistant,
+            "hour",
+            first_hour - dt.timedelta(days=30),
+            dt.datetime.fromisoformat(today).replace(tzinfo=dt.UTC) + dt.timedelta(days=1),
+        )
+    )
     assert {sid: len(rows) for sid, rows in answer.items()} == dict(stored.group_by("statistic_id").len().iter_rows())
 
     metadata = run_metadata(result)
@@ -213,8 +253,9 @@ def test_the_first_run_imports_years_of_hourly_statistics_with_meter_resets(home
 
     five_minute = materialize(statistics_5minute, lake, home_assistant, today)
     stored_5 = lake.scan_derived("statistics_5minute").collect()
-    answer_5 = asyncio.run(ha_answer(home_assistant, "5minute", now - dt.timedelta(days=31),
-                                     now + dt.timedelta(hours=1)))
+    answer_5 = asyncio.run(
+        ha_answer(home_assistant, "5minute", now - dt.timedelta(days=31), now + dt.timedelta(hours=1))
+    )
     newest = int(stored_5["start"].max().timestamp() * 1000)  # HA may compile another 5 minutes meanwhile
     assert stored_5.height == sum(1 for rows in answer_5.values() for row in rows if row["start"] <= newest) > 0
     assert run_metadata(five_minute)["rows"].value == stored_5.height

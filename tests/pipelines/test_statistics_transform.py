@@ -9,24 +9,46 @@ from ha_ingestor_pipelines.defs.statistics.transform import SCHEMA, rows_frame, 
 
 T0 = 1_795_708_800_000  # ms, on the hour, as HA sends `start` and `end`
 HOUR_MS = 3_600_000
-META = {"demo:grid": {"statistic_id": "demo:grid", "source": "demo", "statistics_unit_of_measurement": "kWh",
-                      "unit_class": "energy", "has_mean": False, "has_sum": True},
-        "sensor.outside_temperature": {"statistic_id": "sensor.outside_temperature", "source": "recorder",
-                                       "statistics_unit_of_measurement": "°C", "unit_class": "temperature",
-                                       "has_mean": True, "has_sum": False}}
+META = {
+    "demo:grid": {
+        "statistic_id": "demo:grid",
+        "source": "demo",
+        "statistics_unit_of_measurement": "kWh",
+        "unit_class": "energy",
+        "has_mean": False,
+        "has_sum": True,
+    },
+    "sensor.outside_temperature": {
+        "statistic_id": "sensor.outside_temperature",
+        "source": "recorder",
+        "statistics_unit_of_measurement": "°C",
+        "unit_class": "temperature",
+        "has_mean": True,
+        "has_sum": False,
+    },
+}
 
 
 def meter(statistic_id: str, sums: list[float], states: list[float], first_change: float) -> list[dict]:
     """Rows as `recorder/statistics_during_period` returns them: HA's change is sum minus the previous sum."""
     changes = [first_change] + [b - a for a, b in zip(sums, sums[1:], strict=False)]
-    return [{"start": T0 + i * HOUR_MS, "end": T0 + (i + 1) * HOUR_MS, "state": state, "sum": total,
-             "last_reset": None, "change": change}
-            for i, (total, state, change) in enumerate(zip(sums, states, changes, strict=True))]
+    return [
+        {
+            "start": T0 + i * HOUR_MS,
+            "end": T0 + (i + 1) * HOUR_MS,
+            "state": state,
+            "sum": total,
+            "last_reset": None,
+            "change": change,
+        }
+        for i, (total, state, change) in enumerate(zip(sums, states, changes, strict=True))
+    ]
 
 
 def frame(answer: dict) -> pl.DataFrame:
     meta = {sid: {**META["demo:grid"], "statistic_id": sid} for sid in answer} | {
-        k: v for k, v in META.items() if k in answer}
+        k: v for k, v in META.items() if k in answer
+    }
     return rows_frame(orjson.dumps(answer), "maple_house", meta)
 
 
@@ -36,9 +58,10 @@ def consumption(result: pl.DataFrame, statistic_id: str) -> list[float | None]:
 
 
 def test_rows_keep_every_value_with_utc_times_and_metadata():
-    answer = {"sensor.outside_temperature": [{"start": T0, "end": T0 + HOUR_MS, "mean": 15.6, "min": 15.2,
-                                              "max": 16.0}],
-              "demo:grid": meter("demo:grid", [3.0], [3.0], 3.0)}
+    answer = {
+        "sensor.outside_temperature": [{"start": T0, "end": T0 + HOUR_MS, "mean": 15.6, "min": 15.2, "max": 16.0}],
+        "demo:grid": meter("demo:grid", [3.0], [3.0], 3.0),
+    }
     rows = with_consumption(rows_frame(orjson.dumps(answer), "maple_house", META))
     assert rows.schema == SCHEMA
     temperature = rows.filter(pl.col("statistic_id") == "sensor.outside_temperature").row(0, named=True)

@@ -22,6 +22,7 @@ events, etc.:
 Usage:
   python activity.py --duration 600 --rate 6 --profile configs/fixture/activity.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,12 +42,35 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hawsclient import HAWS, default_token_file, load_token  # noqa: E402
 
 DEFAULT_WEIGHTS = {
-    "light": 14, "switch": 4, "input_boolean": 5, "input_number": 8, "input_select": 4,
-    "input_text": 2, "input_button": 1, "counter": 2, "climate": 4, "cover": 4,
-    "media_player": 5, "lock": 2, "fan": 4, "humidifier": 2, "water_heater": 1,
-    "number": 3, "select": 2, "text": 2, "siren": 1, "vacuum": 1, "valve": 1,
-    "alarm_control_panel": 1, "device_tracker": 3, "fire_event": 6,
-    "automation": 2, "script": 2, "scene": 1, "timer": 1, "notification": 1,
+    "light": 14,
+    "switch": 4,
+    "input_boolean": 5,
+    "input_number": 8,
+    "input_select": 4,
+    "input_text": 2,
+    "input_button": 1,
+    "counter": 2,
+    "climate": 4,
+    "cover": 4,
+    "media_player": 5,
+    "lock": 2,
+    "fan": 4,
+    "humidifier": 2,
+    "water_heater": 1,
+    "number": 3,
+    "select": 2,
+    "text": 2,
+    "siren": 1,
+    "vacuum": 1,
+    "valve": 1,
+    "alarm_control_panel": 1,
+    "device_tracker": 3,
+    "fire_event": 6,
+    "automation": 2,
+    "script": 2,
+    "scene": 1,
+    "timer": 1,
+    "notification": 1,
 }
 
 
@@ -131,13 +155,24 @@ class Gen:
         if kind == "fire_event":
             self.seq += 1
             et = r.choice(self.p.get("custom_event_types", ["realha_custom_event"]))
-            return "fire_event", {"event_type": et, "event_data": {
-                "seq": self.seq, "note": self.text(), "value": round(r.uniform(-50, 50), 3),
-                "tags": r.sample(["a", "b", "c", "d"], r.randint(0, 3)),
-                "nested": {"level": r.randint(1, 5), "ok": r.random() < 0.5, "none": None}}}
+            return "fire_event", {
+                "event_type": et,
+                "event_data": {
+                    "seq": self.seq,
+                    "note": self.text(),
+                    "value": round(r.uniform(-50, 50), 3),
+                    "tags": r.sample(["a", "b", "c", "d"], r.randint(0, 3)),
+                    "nested": {"level": r.randint(1, 5), "ok": r.random() < 0.5, "none": None},
+                },
+            }
         if kind == "notification":
-            return self.svc("persistent_notification", "create", message=self.text(), title="realha",
-                            notification_id=f"realha_{r.randint(1, 5)}")
+            return self.svc(
+                "persistent_notification",
+                "create",
+                message=self.text(),
+                title="realha",
+                notification_id=f"realha_{r.randint(1, 5)}",
+            )
         ents = self.ents(kind)
         if not ents:
             return None
@@ -198,8 +233,17 @@ class Gen:
             return not strict or bool(sf & bit)
 
         if kind == "cover":
-            ops = [o for o, bit in (("open_cover", 1), ("close_cover", 2), ("set_cover_position", 4),
-                                    ("stop_cover", 8), ("open_cover_tilt", 16)) if ok(bit)]
+            ops = [
+                o
+                for o, bit in (
+                    ("open_cover", 1),
+                    ("close_cover", 2),
+                    ("set_cover_position", 4),
+                    ("stop_cover", 8),
+                    ("open_cover_tilt", 16),
+                )
+                if ok(bit)
+            ]
             if not ops:
                 return None
             op = r.choice(ops)
@@ -207,8 +251,16 @@ class Gen:
                 return self.svc("cover", op, e, position=r.randint(0, 100))
             return self.svc("cover", op, e)
         if kind == "media_player":
-            ops = [o for o, bit in (("volume_set", 4), ("media_play_pause", 16384 | 1), ("media_next_track", 32),
-                                    ("volume_mute", 8)) if ok(bit)]
+            ops = [
+                o
+                for o, bit in (
+                    ("volume_set", 4),
+                    ("media_play_pause", 16384 | 1),
+                    ("media_next_track", 32),
+                    ("volume_mute", 8),
+                )
+                if ok(bit)
+            ]
             if not ops:
                 return None
             op = r.choice(ops)
@@ -220,8 +272,13 @@ class Gen:
         if kind == "lock":
             return self.svc("lock", r.choice(["lock", "unlock"]), e)
         if kind == "fan":
-            op = r.choice([o for o, bit in (("set_percentage", 1), ("turn_off", 0), ("oscillate", 2),
-                                            ("turn_on", 0)) if bit == 0 or ok(bit)])
+            op = r.choice(
+                [
+                    o
+                    for o, bit in (("set_percentage", 1), ("turn_off", 0), ("oscillate", 2), ("turn_on", 0))
+                    if bit == 0 or ok(bit)
+                ]
+            )
             if op == "set_percentage":
                 return self.svc("fan", op, e, percentage=r.choice([0, 25, 33, 50, 66, 75, 100]))
             if op == "oscillate":
@@ -243,9 +300,15 @@ class Gen:
             zones = [z for z in self.states if z.startswith("zone.")]
             if zones and r.random() < 0.7:
                 za = self.states[r.choice(zones)]["attributes"]
-                return self.svc("device_tracker", "see", None, dev_id=dev,
-                                gps=[za["latitude"] + r.uniform(-5e-4, 5e-4), za["longitude"] + r.uniform(-5e-4, 5e-4)],
-                                gps_accuracy=r.randint(5, 60), battery=r.randint(5, 100))
+                return self.svc(
+                    "device_tracker",
+                    "see",
+                    None,
+                    dev_id=dev,
+                    gps=[za["latitude"] + r.uniform(-5e-4, 5e-4), za["longitude"] + r.uniform(-5e-4, 5e-4)],
+                    gps_accuracy=r.randint(5, 60),
+                    battery=r.randint(5, 100),
+                )
             return self.svc("device_tracker", "see", None, dev_id=dev, location_name="not_home")
         if kind == "automation":
             return self.svc("automation", "trigger", e, skip_condition=r.random() < 0.5)
@@ -283,16 +346,28 @@ class Gen:
             async def one(ci: int, kind: str = kind, per: int = per, target: str = target, n: int = n) -> None:
                 for k in range(per):
                     if kind == "set_value":
-                        await self.send(ci, "call_service", domain="input_number", service="set_value",
-                                        target={"entity_id": target},
-                                        service_data={"value": (n * 10007 + ci * per + k) % 1000000})
+                        await self.send(
+                            ci,
+                            "call_service",
+                            domain="input_number",
+                            service="set_value",
+                            target={"entity_id": target},
+                            service_data={"value": (n * 10007 + ci * per + k) % 1000000},
+                        )
                     else:
-                        await self.send(ci, "fire_event", event_type=self.p.get("burst_event", "realha_burst"),
-                                        event_data={"burst": n, "client": ci, "k": k})
+                        await self.send(
+                            ci,
+                            "fire_event",
+                            event_type=self.p.get("burst_event", "realha_burst"),
+                            event_data={"burst": n, "client": ci, "k": k},
+                        )
+
             await asyncio.gather(*(one(ci) for ci in range(self.a.burst_clients)))
             self.stats[f"burst_{kind}"] += 1
-            print(f"[activity] burst {n} ({kind}, {per * self.a.burst_clients} cmds) sent in {time.time() - t1:.2f}s",
-                  file=sys.stderr)
+            print(
+                f"[activity] burst {n} ({kind}, {per * self.a.burst_clients} cmds) sent in {time.time() - t1:.2f}s",
+                file=sys.stderr,
+            )
             await asyncio.sleep(self.a.burst_every)
 
     async def registry_loop(self) -> None:
@@ -312,8 +387,9 @@ class Gen:
         r = self.rng
         op = r.choice(["rename_entity", "move_device", "label_entity", "area_edit", "move_device"])
         if op == "rename_entity":
-            ents = [e for e in await self.call("config/entity_registry/list")
-                    if not self.exclude.search(e["entity_id"])]
+            ents = [
+                e for e in await self.call("config/entity_registry/list") if not self.exclude.search(e["entity_id"])
+            ]
             e = r.choice(ents)
             name = None if r.random() < 0.3 else f"{self.text()[:30]} #{r.randint(1, 99)}"
             await self.call("config/entity_registry/update", entity_id=e["entity_id"], name=name)
@@ -322,8 +398,9 @@ class Gen:
             areas = await self.call("config/area_registry/list")
             d = r.choice([d for d in devs if d.get("entry_type") != "service"] or devs)
             area = r.choice(areas + [None])
-            await self.call("config/device_registry/update", device_id=d["id"],
-                            area_id=area["area_id"] if area else None)
+            await self.call(
+                "config/device_registry/update", device_id=d["id"], area_id=area["area_id"] if area else None
+            )
         elif op == "label_entity":
             labels = await self.call("config/label_registry/list")
             ents = await self.call("config/entity_registry/list")
@@ -333,8 +410,11 @@ class Gen:
         else:
             areas = await self.call("config/area_registry/list")
             a = r.choice(areas)
-            await self.call("config/area_registry/update", area_id=a["area_id"],
-                            aliases=r.sample(["alpha", "beta", "gamma", self.text()[:20]], r.randint(0, 2)))
+            await self.call(
+                "config/area_registry/update",
+                area_id=a["area_id"],
+                aliases=r.sample(["alpha", "beta", "gamma", self.text()[:20]], r.randint(0, 2)),
+            )
         self.stats["registry:" + op] += 1
 
     async def timeline(self) -> None:
@@ -347,8 +427,9 @@ class Gen:
             try:
                 await self.run_item(item)
                 self.stats["timeline"] += 1
-                print(f"[activity] t={time.time() - self.t0:.0f}s timeline: {item.get('note') or item}",
-                      file=sys.stderr)
+                print(
+                    f"[activity] t={time.time() - self.t0:.0f}s timeline: {item.get('note') or item}", file=sys.stderr
+                )
             except Exception as e:  # noqa: BLE001
                 print(f"[activity] timeline item failed {item}: {e!r}", file=sys.stderr)
                 self.errors["timeline:" + type(e).__name__] += 1
@@ -392,12 +473,17 @@ class Gen:
         elif "set_time_in" in item:
             import datetime as dt
             from zoneinfo import ZoneInfo
+
             spec = item["set_time_in"]
             tz = ZoneInfo((await self.call("get_config"))["time_zone"])
             when = dt.datetime.now(tz) + dt.timedelta(seconds=spec["seconds"])
-            await self.call("call_service", domain="input_datetime", service="set_datetime",
-                            target={"entity_id": spec["entity_id"]},
-                            service_data={"time": when.strftime("%H:%M:%S")})
+            await self.call(
+                "call_service",
+                domain="input_datetime",
+                service="set_datetime",
+                target={"entity_id": spec["entity_id"]},
+                service_data={"time": when.strftime("%H:%M:%S")},
+            )
         elif "refresh_states" in item:
             await self.refresh_states(await self.client(0))
 
@@ -406,8 +492,12 @@ class Gen:
         for i in range(1, len(self.clients)):
             await self.client(i)
         tasks = [asyncio.create_task(self.random_loop(i)) for i in range(self.a.clients)]
-        tasks += [asyncio.create_task(self.burst_loop()), asyncio.create_task(self.registry_loop()),
-                  asyncio.create_task(self.timeline()), asyncio.create_task(self.state_refresher())]
+        tasks += [
+            asyncio.create_task(self.burst_loop()),
+            asyncio.create_task(self.registry_loop()),
+            asyncio.create_task(self.timeline()),
+            asyncio.create_task(self.state_refresher()),
+        ]
         await asyncio.sleep(max(0.0, self.deadline - time.time()))
         for t in tasks:
             t.cancel()
@@ -417,8 +507,12 @@ class Gen:
             if c is not None:
                 self.collect(c)
                 await c.close()
-        return {"duration_s": round(time.time() - self.t0, 1), "sent": dict(self.stats.most_common()),
-                "errors": dict(self.errors.most_common()), "error_samples": self.error_samples[:10]}
+        return {
+            "duration_s": round(time.time() - self.t0, 1),
+            "sent": dict(self.stats.most_common()),
+            "errors": dict(self.errors.most_common()),
+            "error_samples": self.error_samples[:10],
+        }
 
     async def state_refresher(self) -> None:
         while time.time() < self.deadline:

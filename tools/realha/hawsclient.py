@@ -3,6 +3,7 @@
 Only depends on aiohttp (present in the Home Assistant venv), so every tool in
 this folder is run with the HA venv's python.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,7 +30,8 @@ def default_token_file() -> str:
     if os.environ.get("HA_TOKEN_FILE"):
         return os.environ["HA_TOKEN_FILE"]
     inst = os.environ.get("HA_INSTANCE") or "{}-{}".format(
-        os.environ.get("HA_PROFILE", "fixture"), os.environ.get("HA_PORT", "18123"))
+        os.environ.get("HA_PROFILE", "fixture"), os.environ.get("HA_PORT", "18123")
+    )
     return os.path.join(default_dir(), f"token-{inst}.json")
 
 

@@ -16,6 +16,7 @@ Usage:
   python onboard.py --url http://127.0.0.1:18123 [--registry configs/fixture/registry.json]
 Token file: --token-file, else $HA_TOKEN_FILE, else $REALHA_DIR/token-$HA_PROFILE-$HA_PORT.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,9 +108,7 @@ async def onboard(args) -> dict:
             )
     c = await HAWS(ws_url, access).connect()
     try:
-        llat = await c.call(
-            "auth/long_lived_access_token", client_name=args.client_name, lifespan=3650
-        )
+        llat = await c.call("auth/long_lived_access_token", client_name=args.client_name, lifespan=3650)
     finally:
         await c.close()
     info = {"url": base, "ws_url": ws_url, "token": llat, "ha_version": c.ha_version}
@@ -163,7 +162,8 @@ async def setup_registry(info: dict, spec_path: str, wait_s: float = 90) -> None
                 payload["labels"] = label_ids(a["labels"])
             if a["name"] in areas:
                 await c.call(
-                    "config/area_registry/update", area_id=areas[a["name"]]["area_id"],
+                    "config/area_registry/update",
+                    area_id=areas[a["name"]]["area_id"],
                     **{k: v for k, v in payload.items() if k != "name"},
                 )
             else:
@@ -194,9 +194,11 @@ async def setup_registry(info: dict, spec_path: str, wait_s: float = 90) -> None
         n_ent = 0
         ents = {e["entity_id"] for e in await c.call("config/entity_registry/list")}
         for rule in spec.get("entity_assignments", []):
-            ids = [rule["entity_id"]] if "entity_id" in rule else [
-                e for e in sorted(ents) if re.search(rule["entity_regex"], e)
-            ]
+            ids = (
+                [rule["entity_id"]]
+                if "entity_id" in rule
+                else [e for e in sorted(ents) if re.search(rule["entity_regex"], e)]
+            )
             for eid in ids:
                 if eid not in ents:
                     print(f"  (entity {eid} not in entity registry; skipped)", file=sys.stderr)
@@ -206,8 +208,16 @@ async def setup_registry(info: dict, spec_path: str, wait_s: float = 90) -> None
                     payload["area_id"] = areas[rule["area"]]["area_id"]
                 if rule.get("labels"):
                     payload["labels"] = label_ids(rule["labels"])
-                for k in ("name", "icon", "aliases", "new_entity_id", "disabled_by", "hidden_by",
-                          "options_domain", "options"):
+                for k in (
+                    "name",
+                    "icon",
+                    "aliases",
+                    "new_entity_id",
+                    "disabled_by",
+                    "hidden_by",
+                    "options_domain",
+                    "options",
+                ):
                     if k in rule:
                         payload[k] = rule[k]
                 try:

@@ -47,9 +47,11 @@ class LakeResource(dg.ConfigurableResource):
         files = [path for date in sorted(set(dates)) for path in self.raw_files(location, date)]
         if not files:
             return self.scan_raw(location, "1970-01-01").with_columns(pl.lit(None, pl.String).alias("collector_id"))
-        return (pl.scan_parquet(files, include_file_paths="file")
-                .with_columns(pl.col("file").str.extract(COLLECTOR_OF_PART_PATH, 1).alias("collector_id"))
-                .drop("file"))
+        return (
+            pl.scan_parquet(files, include_file_paths="file")
+            .with_columns(pl.col("file").str.extract(COLLECTOR_OF_PART_PATH, 1).alias("collector_id"))
+            .drop("file")
+        )
 
     def scan_collector_sessions(self) -> pl.LazyFrame:
         """Every row of ``collector_sessions`` (one per collector session; one file each, replaced atomically

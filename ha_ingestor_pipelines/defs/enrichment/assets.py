@@ -34,8 +34,8 @@ DEFAULT_TIME_ZONE = "UTC"
 
 DIMENSION_DESCRIPTIONS = {
     "entities": "Entity registry history keyed by the registry's stable `id` (`entity_uid`), so an entity_id "
-                "rename is a new version of the same entity; renames seen only in `entity_registry_updated` "
-                "events split a version too.",
+    "rename is a new version of the same entity; renames seen only in `entity_registry_updated` "
+    "events split a version too.",
     "devices": "Device registry history (area, `via_device` parent, config entries, labels) per device id.",
     "areas": "Area registry history (name, floor, labels, temperature/humidity sensors) per area id.",
     "floors": "Floor registry history per floor id.",
@@ -59,13 +59,25 @@ def build_dimensions(lake: LakeResource) -> dict[str, pl.DataFrame]:
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec(key, description=DIMENSION_DESCRIPTIONS[kind] + " Type 2: `valid_from`, `valid_to` "
-                        "(null while current), `is_current`; rebuilt from all `registry/*` snapshots.",
-                        group_name=GROUP, kinds={"polars", "parquet"}, deps=[LAKE_REGISTRY, LAKE_EVENTS])
-           for kind, key in DIMENSION_KEYS.items()],
-    check_specs=[dg.AssetCheckSpec(VALID_HISTORY_CHECK, asset=key, description="Versions of each key follow "
-                                   "each other without overlap and at most one is current.")
-                 for key in DIMENSION_KEYS.values()],
+    specs=[
+        dg.AssetSpec(
+            key,
+            description=DIMENSION_DESCRIPTIONS[kind] + " Type 2: `valid_from`, `valid_to` "
+            "(null while current), `is_current`; rebuilt from all `registry/*` snapshots.",
+            group_name=GROUP,
+            kinds={"polars", "parquet"},
+            deps=[LAKE_REGISTRY, LAKE_EVENTS],
+        )
+        for kind, key in DIMENSION_KEYS.items()
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            VALID_HISTORY_CHECK,
+            asset=key,
+            description="Versions of each key follow each other without overlap and at most one is current.",
+        )
+        for key in DIMENSION_KEYS.values()
+    ],
 )
 def registry_dimensions(lake: LakeResource) -> Iterator[dg.MaterializeResult]:
     """Registry history as slowly changing dimensions (``derived/dim_<kind>/data.parquet``).
@@ -77,17 +89,28 @@ def registry_dimensions(lake: LakeResource) -> Iterator[dg.MaterializeResult]:
         spec = DIMENSIONS[kind]
         path = write_table(lake, spec.table, frame)
         problems = history_problems(frame, spec.key)
-        metadata = table_metadata(frame, path, [spec.key, "version", "valid_from", "valid_to", "is_current",
-                                                *list(spec.fields)[:3]])
+        metadata = table_metadata(
+            frame, path, [spec.key, "version", "valid_from", "valid_to", "is_current", *list(spec.fields)[:3]]
+        )
         metadata["items"] = dg.MetadataValue.int(frame.select(pl.struct("home", spec.key).n_unique()).item())
         metadata["changed_items"] = dg.MetadataValue.int(
-            frame.filter(pl.col("version") > 1).select(pl.struct("home", spec.key).n_unique()).item())
+            frame.filter(pl.col("version") > 1).select(pl.struct("home", spec.key).n_unique()).item()
+        )
         yield dg.MaterializeResult(
-            asset_key=DIMENSION_KEYS[kind], metadata=metadata,
-            check_results=[dg.AssetCheckResult(
-                asset_key=DIMENSION_KEYS[kind], check_name=VALID_HISTORY_CHECK, passed=problems.is_empty(),
-                metadata={"bad_keys": dg.MetadataValue.int(problems.height),
-                          "sample": markdown_preview(problems, problems.columns)})])
+            asset_key=DIMENSION_KEYS[kind],
+            metadata=metadata,
+            check_results=[
+                dg.AssetCheckResult(
+                    asset_key=DIMENSION_KEYS[kind],
+                    check_name=VALID_HISTORY_CHECK,
+                    passed=problems.is_empty(),
+                    metadata={
+                        "bad_keys": dg.MetadataValue.int(problems.height),
+                        "sample": markdown_preview(problems, problems.columns),
+                    },
+                )
+            ],
+        )
 
 
 def validated_states(lake: LakeResource, day: str) -> pl.LazyFrame | None:
@@ -115,15 +138,27 @@ def enrich_day(lake: LakeResource, day: str, dims: RegistryDims, settings: pl.Da
         rows = states if homes == [home] else states.filter(pl.col("home") == home)
         frames.append(enrich_states(rows, dims, tz, latitude=latitude, context=context))
     # a home's local time column carries its zone; several homes share the column in UTC
-    return frames[0] if len(frames) == 1 else pl.concat(
-        [f.with_columns(pl.col("local_time").dt.convert_time_zone("UTC")) for f in frames])
+    return (
+        frames[0]
+        if len(frames) == 1
+        else pl.concat([f.with_columns(pl.col("local_time").dt.convert_time_zone("UTC")) for f in frames])
+    )
 
 
 @dg.asset(
-    key=ENRICHED_STATES, group_name=GROUP, kinds={"polars", "parquet"}, partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(), deps=[STATES_INPUT, LAKE_REGISTRY, *DIMENSION_KEYS.values()],
-    check_specs=[dg.AssetCheckSpec(ROWS_PRESERVED_CHECK, asset=ENRICHED_STATES,
-                                   description="Every state row of the day comes out exactly once.")],
+    key=ENRICHED_STATES,
+    group_name=GROUP,
+    kinds={"polars", "parquet"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[STATES_INPUT, LAKE_REGISTRY, *DIMENSION_KEYS.values()],
+    check_specs=[
+        dg.AssetCheckSpec(
+            ROWS_PRESERVED_CHECK,
+            asset=ENRICHED_STATES,
+            description="Every state row of the day comes out exactly once.",
+        )
+    ],
 )
 def enriched_states(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """Validated state rows (``derived/validated_states``) with the registry as it was at each row's time
@@ -149,22 +184,46 @@ def enriched_states(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(output_rows),
-            "days": dg.MetadataValue.int(len(written)), "path": dg.MetadataValue.path(str(written[-1])),
-            "preview": markdown_preview(sample, ["entity_id", "last_updated", "state", "device_name", "area_name",
-                                                 "floor_name", "integration", "local_time", "season",
-                                                 "zone_name", "area_temperature_c"]),
+            "days": dg.MetadataValue.int(len(written)),
+            "path": dg.MetadataValue.path(str(written[-1])),
+            "preview": markdown_preview(
+                sample,
+                [
+                    "entity_id",
+                    "last_updated",
+                    "state",
+                    "device_name",
+                    "area_name",
+                    "floor_name",
+                    "integration",
+                    "local_time",
+                    "season",
+                    "zone_name",
+                    "area_temperature_c",
+                ],
+            ),
         },
-        check_results=[dg.AssetCheckResult(
-            check_name=ROWS_PRESERVED_CHECK, passed=not lost,
-            metadata={"input_rows": dg.MetadataValue.int(input_rows),
-                      "output_rows": dg.MetadataValue.int(output_rows),
-                      "days_with_a_difference": dg.MetadataValue.json(lost)})],
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=ROWS_PRESERVED_CHECK,
+                passed=not lost,
+                metadata={
+                    "input_rows": dg.MetadataValue.int(input_rows),
+                    "output_rows": dg.MetadataValue.int(output_rows),
+                    "days_with_a_difference": dg.MetadataValue.json(lost),
+                },
+            )
+        ],
     )
 
 
 @dg.asset(
-    key=PEAK_HOURS, group_name=GROUP, kinds={"polars", "parquet"}, partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(), deps=[ENRICHED_STATES],
+    key=PEAK_HOURS,
+    group_name=GROUP,
+    kinds={"polars", "parquet"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[ENRICHED_STATES],
 )
 def peak_hours_by_day(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """Rows and usage per local hour, per home and per area, with each day's peak usage hours flagged
@@ -176,5 +235,8 @@ def peak_hours_by_day(context: dg.AssetExecutionContext, lake: LakeResource) -> 
         path = lake.replace_partition(PEAK_HOURS.path[-1], day, table)
         frames.append(table)
     table = pl.concat(frames)
-    return dg.MaterializeResult(metadata=table_metadata(
-        table.filter("is_peak"), path, ["home", "scope", "area_name", "local_date", "local_hour", "usage_events"]))
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            table.filter("is_peak"), path, ["home", "scope", "area_name", "local_date", "local_hour", "usage_events"]
+        )
+    )

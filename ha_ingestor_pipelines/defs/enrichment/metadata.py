@@ -18,5 +18,8 @@ def markdown_preview(frame: pl.DataFrame, columns: list[str], rows: int = 5) -> 
 
 
 def table_metadata(frame: pl.DataFrame, path: Path, preview: list[str]) -> dict[str, dg.MetadataValue]:
-    return {"dagster/row_count": dg.MetadataValue.int(frame.height), "path": dg.MetadataValue.path(str(path)),
-            "preview": markdown_preview(frame, preview)}
+    return {
+        "dagster/row_count": dg.MetadataValue.int(frame.height),
+        "path": dg.MetadataValue.path(str(path)),
+        "preview": markdown_preview(frame, preview),
+    }

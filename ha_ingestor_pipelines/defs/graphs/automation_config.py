@@ -15,38 +15,114 @@ import polars as pl
 
 # entity domains of Home Assistant (and its common integrations): a dotted name in a template is an
 # entity reference only when it starts with one of these (``trigger.to_state`` and ``now().date`` do not)
-ENTITY_DOMAINS = frozenset({
-    "air_quality", "alarm_control_panel", "assist_satellite", "automation", "binary_sensor", "button", "calendar",
-    "camera", "climate", "conversation", "counter", "cover", "date", "datetime", "device_tracker", "event", "fan",
-    "group", "humidifier", "image", "image_processing", "input_boolean", "input_button", "input_datetime",
-    "input_number", "input_select", "input_text", "lawn_mower", "light", "lock", "media_player", "notify", "number",
-    "person", "plant", "remote", "scene", "schedule", "script", "select", "sensor", "siren", "stt", "sun", "switch",
-    "tag", "text", "time", "timer", "todo", "tts", "update", "vacuum", "valve", "wake_word", "water_heater",
-    "weather", "zone",
-})
+ENTITY_DOMAINS = frozenset(
+    {
+        "air_quality",
+        "alarm_control_panel",
+        "assist_satellite",
+        "automation",
+        "binary_sensor",
+        "button",
+        "calendar",
+        "camera",
+        "climate",
+        "conversation",
+        "counter",
+        "cover",
+        "date",
+        "datetime",
+        "device_tracker",
+        "event",
+        "fan",
+        "group",
+        "humidifier",
+        "image",
+        "image_processing",
+        "input_boolean",
+        "input_button",
+        "input_datetime",
+        "input_number",
+        "input_select",
+        "input_text",
+        "lawn_mower",
+        "light",
+        "lock",
+        "media_player",
+        "notify",
+        "number",
+        "person",
+        "plant",
+        "remote",
+        "scene",
+        "schedule",
+        "script",
+        "select",
+        "sensor",
+        "siren",
+        "stt",
+        "sun",
+        "switch",
+        "tag",
+        "text",
+        "time",
+        "timer",
+        "todo",
+        "tts",
+        "update",
+        "vacuum",
+        "valve",
+        "wake_word",
+        "water_heater",
+        "weather",
+        "zone",
+    }
+)
 ENTITY_REF = re.compile(r"(?<![\w.])([a-z_]+)\.([a-z0-9_]+)\b")
 # services whose target ends up in a known state: used to tell a real loop from "turns off what turned it on"
-ON_OFF_DOMAINS = frozenset({"light", "switch", "fan", "input_boolean", "siren", "humidifier", "remote",
-                            "automation", "group"})
+ON_OFF_DOMAINS = frozenset(
+    {"light", "switch", "fan", "input_boolean", "siren", "humidifier", "remote", "automation", "group"}
+)
 ON_OFF_SERVICES = {"turn_on": ("on",), "turn_off": ("off",), "toggle": ("on", "off")}
 SERVICE_RESULTS: dict[str, tuple[str, ...]] = {
     "lock": ("locked", "locking"),
-    "unlock": ("unlocked", "unlocking"), "open": ("open", "opening"), "open_cover": ("open", "opening"),
-    "close_cover": ("closed", "closing"), "open_valve": ("open", "opening"), "close_valve": ("closed", "closing"),
-    "media_play": ("playing",), "media_pause": ("paused",), "alarm_arm_away": ("armed_away", "arming"),
-    "alarm_arm_home": ("armed_home", "arming"), "alarm_disarm": ("disarmed",),
+    "unlock": ("unlocked", "unlocking"),
+    "open": ("open", "opening"),
+    "open_cover": ("open", "opening"),
+    "close_cover": ("closed", "closing"),
+    "open_valve": ("open", "opening"),
+    "close_valve": ("closed", "closing"),
+    "media_play": ("playing",),
+    "media_pause": ("paused",),
+    "alarm_arm_away": ("armed_away", "arming"),
+    "alarm_arm_home": ("armed_home", "arming"),
+    "alarm_disarm": ("disarmed",),
 }
 SCRIPT_SERVICES = ("turn_on", "turn_off", "toggle", "reload")
 NESTED_ACTION_KEYS = ("sequence", "default", "then", "else", "parallel")
 
-EDGE_SCHEMA = pl.Schema({
-    "home": pl.String, "src": pl.String, "dst": pl.String, "relation": pl.String, "service": pl.String,
-    "to_states": pl.List(pl.String), "trigger_platform": pl.String,
-})
-NODE_SCHEMA = pl.Schema({
-    "home": pl.String, "node_id": pl.String, "node_type": pl.String, "name": pl.String, "config_id": pl.String,
-    "mode": pl.String, "n_triggers": pl.Int64, "n_actions": pl.Int64,
-})
+EDGE_SCHEMA = pl.Schema(
+    {
+        "home": pl.String,
+        "src": pl.String,
+        "dst": pl.String,
+        "relation": pl.String,
+        "service": pl.String,
+        "to_states": pl.List(pl.String),
+        "trigger_platform": pl.String,
+    }
+)
+NODE_SCHEMA = pl.Schema(
+    {
+        "home": pl.String,
+        "node_id": pl.String,
+        "node_type": pl.String,
+        "name": pl.String,
+        "config_id": pl.String,
+        "mode": pl.String,
+        "n_triggers": pl.Int64,
+        "n_actions": pl.Int64,
+    }
+)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -95,10 +171,27 @@ class _Walker:
         self.edges: list[dict[str, Any]] = []
         self.actions = 0
 
-    def edge(self, src: str, dst: str, relation: str, *, service: str | None = None,
-             to_states: list[str] | None = None, platform: str | None = None) -> None:
-        self.edges.append({"home": self.home, "src": src, "dst": dst, "relation": relation, "service": service,
-                           "to_states": to_states, "trigger_platform": platform})
+    def edge(
+        self,
+        src: str,
+        dst: str,
+        relation: str,
+        *,
+        service: str | None = None,
+        to_states: list[str] | None = None,
+        platform: str | None = None,
+    ) -> None:
+        self.edges.append(
+            {
+                "home": self.home,
+                "src": src,
+                "dst": dst,
+                "relation": relation,
+                "service": service,
+                "to_states": to_states,
+                "trigger_platform": platform,
+            }
+        )
 
     def triggers(self, triggers: Any) -> None:
         for trigger in _as_list(triggers):
@@ -174,24 +267,32 @@ class _Walker:
         domain, name = service.split(".", 1)
         data = step.get("data") or step.get("data_template") or {}
         target = step.get("target") or {}
-        targets = (_entity_ids(target.get("entity_id")) + _entity_ids(step.get("entity_id"))
-                   + _entity_ids(data.get("entity_id") if isinstance(data, dict) else None))
+        targets = (
+            _entity_ids(target.get("entity_id"))
+            + _entity_ids(step.get("entity_id"))
+            + _entity_ids(data.get("entity_id") if isinstance(data, dict) else None)
+        )
         if domain == "script" and name not in SCRIPT_SERVICES:
             self.edge(self.node, service, "call", service=service)
         for entity in dict.fromkeys(targets):
             if entity == "all":
-                self.edge(self.node, f"all:{domain}", "action", service=service,
-                          to_states=_results(domain, name, data))
+                self.edge(self.node, f"all:{domain}", "action", service=service, to_states=_results(domain, name, data))
             elif domain == "script" and entity.startswith("script.") and name in ("turn_on", "toggle"):
                 self.edge(self.node, entity, "call", service=service)
             else:
-                self.edge(self.node, entity, "action", service=service,
-                          to_states=_results(entity.split(".", 1)[0], name, data))
+                self.edge(
+                    self.node,
+                    entity,
+                    "action",
+                    service=service,
+                    to_states=_results(entity.split(".", 1)[0], name, data),
+                )
         for kind in ("area_id", "device_id", "floor_id", "label_id"):
             for item in _as_list(target.get(kind)):
                 self.edge(self.node, f"{kind.removesuffix('_id')}:{item}", "action", service=service)
-        for entity in template_entities({k: v for k, v in data.items() if k != "entity_id"}
-                                        if isinstance(data, dict) else data):
+        for entity in template_entities(
+            {k: v for k, v in data.items() if k != "entity_id"} if isinstance(data, dict) else data
+        ):
             self.edge(entity, self.node, "reads")
 
 
@@ -235,10 +336,18 @@ def config_graph(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             walker.actions_of(config.get("actions", config.get("action")))
         else:
             walker.actions_of(config.get("sequence"))
-        nodes.append({"home": home, "node_id": entity_id, "node_type": kind.removesuffix("s"),
-                      "name": config.get("alias"), "config_id": config.get("id"), "mode": config.get("mode", "single"),
-                      "n_triggers": sum(e["relation"] == "trigger" for e in walker.edges),
-                      "n_actions": walker.actions})
+        nodes.append(
+            {
+                "home": home,
+                "node_id": entity_id,
+                "node_type": kind.removesuffix("s"),
+                "name": config.get("alias"),
+                "config_id": config.get("id"),
+                "mode": config.get("mode", "single"),
+                "n_triggers": sum(e["relation"] == "trigger" for e in walker.edges),
+                "n_actions": walker.actions,
+            }
+        )
         edges += walker.edges
     edge_frame = pl.DataFrame(edges, schema=EDGE_SCHEMA).unique(maintain_order=True)
     return pl.DataFrame(nodes, schema=NODE_SCHEMA), edge_frame

@@ -58,8 +58,9 @@ class CompactionReport:
     merged: dict[str, str] = field(default_factory=dict)
 
 
-def compact_date(lake_root: Path, date: str, *, quiet_seconds: float, now: float | None = None,
-                 tables: tuple[str, ...] = RAW_TABLES) -> CompactionReport:
+def compact_date(
+    lake_root: Path, date: str, *, quiet_seconds: float, now: float | None = None, tables: tuple[str, ...] = RAW_TABLES
+) -> CompactionReport:
     """Compact every raw location's ``date=<date>`` directory; safe to rerun (one file per collector is a no-op)."""
     now = time.time() if now is None else now
     report = CompactionReport(date)
@@ -70,8 +71,9 @@ def compact_date(lake_root: Path, date: str, *, quiet_seconds: float, now: float
     return report
 
 
-def _compact_directory(location: str, directory: Path, quiet_seconds: float, now: float,
-                       report: CompactionReport) -> None:
+def _compact_directory(
+    location: str, directory: Path, quiet_seconds: float, now: float, report: CompactionReport
+) -> None:
     if has_commit_in_flight(directory):
         report.skipped[location] = "a collector commit is in flight"
         return
@@ -98,8 +100,9 @@ def _compact_directory(location: str, directory: Path, quiet_seconds: float, now
             report.bytes_after += sum(sizes[p.path] for p in inputs)
             continue
         if now - newest < quiet_seconds:
-            report.skipped[f"{location}/{collector_id}"] = (f"newest file is {now - newest:.0f} s old "
-                                                            f"(quiet period {quiet_seconds:.0f} s)")
+            report.skipped[f"{location}/{collector_id}"] = (
+                f"newest file is {now - newest:.0f} s old (quiet period {quiet_seconds:.0f} s)"
+            )
             report.files_after += len(inputs)
             report.bytes_after += sum(sizes[p.path] for p in inputs)
             continue

@@ -25,16 +25,19 @@ def load_checked_table(lake: LakeResource, entry: SchemaEntry, date: str | None)
     if entry.table == "registry":
         root = lake.path / "registry"
         kinds = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        frames = [lake.scan_raw(f"registry/{kind}", day)
-                  for kind in kinds for day in lake.raw_dates(f"registry/{kind}")]
+        frames = [
+            lake.scan_raw(f"registry/{kind}", day) for kind in kinds for day in lake.raw_dates(f"registry/{kind}")
+        ]
         return pl.concat(frames).collect() if frames else lake.scan_raw("registry/areas", "0000-00-00").collect()
     return lake.scan_raw(entry.table, date or "").collect()
 
 
 def _dtype_mismatches(schema_failures: pl.DataFrame) -> dict[str, dict[str, str]]:
     dtypes = schema_failures.filter(pl.col("check").str.starts_with("dtype("))
-    return {column: {"expected": check.removeprefix("dtype('").removesuffix("')"), "actual": actual}
-            for column, check, actual in dtypes.select("column", "check", "failure_case").iter_rows()}
+    return {
+        column: {"expected": check.removeprefix("dtype('").removesuffix("')"), "actual": actual}
+        for column, check, actual in dtypes.select("column", "check", "failure_case").iter_rows()
+    }
 
 
 def _samples_md(row_failures: pl.DataFrame) -> str:
@@ -52,8 +55,11 @@ def contract_result(entry: SchemaEntry, frame: pl.DataFrame) -> dg.AssetCheckRes
         failures = None
     except pa.errors.SchemaErrors as errors:
         failures = errors.failure_cases
-    metadata: dict[str, Any] = {"rows_checked": frame.height, "rules_checked": len(checks),
-                                "model": entry.model.__name__}
+    metadata: dict[str, Any] = {
+        "rows_checked": frame.height,
+        "rules_checked": len(checks),
+        "model": entry.model.__name__,
+    }
     if failures is None:
         return dg.AssetCheckResult(passed=True, metadata={**metadata, "failing_rows": 0})
     failures = failures.with_columns(pl.col("failure_case").cast(pl.String))
@@ -66,8 +72,10 @@ def contract_result(entry: SchemaEntry, frame: pl.DataFrame) -> dg.AssetCheckRes
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=None if passed else f"{failing_rows} of {frame.height} rows fail the {entry.model.__name__} "
-                                        f"contract" + ("; schema errors" if not schema_failures.is_empty() else ""),
+        description=None
+        if passed
+        else f"{failing_rows} of {frame.height} rows fail the {entry.model.__name__} "
+        f"contract" + ("; schema errors" if not schema_failures.is_empty() else ""),
         metadata={
             **metadata,
             "failing_rows": failing_rows,
@@ -76,9 +84,12 @@ def contract_result(entry: SchemaEntry, frame: pl.DataFrame) -> dg.AssetCheckRes
             "failing_rows_per_rule": dg.MetadataValue.json(per_rule),
             "sample_failures": dg.MetadataValue.md(_samples_md(row_failures)),
             "dtype_mismatches": dg.MetadataValue.json(_dtype_mismatches(schema_failures)),
-            "schema_errors": dg.MetadataValue.json([
-                {"column": c, "check": k, "case": v}
-                for c, k, v in schema_failures.select("column", "check", "failure_case").iter_rows()]),
+            "schema_errors": dg.MetadataValue.json(
+                [
+                    {"column": c, "check": k, "case": v}
+                    for c, k, v in schema_failures.select("column", "check", "failure_case").iter_rows()
+                ]
+            ),
         },
     )
 
@@ -92,14 +103,17 @@ def build_contract_check(entry: SchemaEntry) -> dg.AssetChecksDefinition:
         blocking=entry.blocking,
         partitions_def=daily_partitions if entry.partitioned else None,
         description=f"{entry.model.__doc__} Fails when more than {entry.max_failing_share:.0%} of the rows of "
-                    f"{'derived/' if entry.derived else 'the lake table '}{entry.table} break a rule.",
+        f"{'derived/' if entry.derived else 'the lake table '}{entry.table} break a rule.",
     )
     def _contract(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
         date = context.partition_key if entry.partitioned else None
         frame = load_checked_table(lake, entry, date)
         if frame is None:
-            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
-                                       description=f"derived/{entry.table} has no partition {date}")
+            return dg.AssetCheckResult(
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"derived/{entry.table} has no partition {date}",
+            )
         return contract_result(entry, frame)
 
     return _contract
@@ -109,24 +123,33 @@ contract_checks = [build_contract_check(entry) for entry in SCHEMA_REGISTRY]
 
 
 # No additional_deps on the validated tables: a failing contract check on them must not stop the accounting.
-@dg.asset_check(asset=VALIDATION_QUARANTINE, blocking=True, partitions_def=daily_partitions,
-                description="Nothing silently dropped: per table, validated rows + quarantined rows == the day's "
-                            "raw rows.")
+@dg.asset_check(
+    asset=VALIDATION_QUARANTINE,
+    blocking=True,
+    partitions_def=daily_partitions,
+    description="Nothing silently dropped: per table, validated rows + quarantined rows == the day's raw rows.",
+)
 def rows_accounted_for(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     date = context.partition_key
     quarantine_file = lake.derived_file(VALIDATION_QUARANTINE.path[-1], date)
-    quarantined = (dict(pl.scan_parquet(quarantine_file).group_by("table").agg(pl.len()).collect().iter_rows())
-                   if quarantine_file.exists() else {})
+    quarantined = (
+        dict(pl.scan_parquet(quarantine_file).group_by("table").agg(pl.len()).collect().iter_rows())
+        if quarantine_file.exists()
+        else {}
+    )
     accounts: dict[str, dict[str, int | None]] = {}
     for table, key in (("events", VALIDATED_EVENTS), ("states", VALIDATED_STATES)):
         validated_file = lake.derived_file(key.path[-1], date)
         accounts[table] = {
             "input": lake.scan_raw(table, date).select(pl.len()).collect().item(),
             "validated": pl.scan_parquet(validated_file).select(pl.len()).collect().item()
-            if validated_file.exists() else None,
+            if validated_file.exists()
+            else None,
             "quarantined": quarantined.get(table, 0),
         }
-    passed = all(a["validated"] is not None and a["validated"] + a["quarantined"] == a["input"]
-                 for a in accounts.values())
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR,
-                               metadata={"rows": dg.MetadataValue.json(accounts)})
+    passed = all(
+        a["validated"] is not None and a["validated"] + a["quarantined"] == a["input"] for a in accounts.values()
+    )
+    return dg.AssetCheckResult(
+        passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata={"rows": dg.MetadataValue.json(accounts)}
+    )

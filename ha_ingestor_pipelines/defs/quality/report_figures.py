@@ -93,8 +93,11 @@ def _rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
 
 
 def events_per_type(raw_events: pl.LazyFrame) -> list[dict[str, Any]]:
-    counts = raw_events.group_by("event_type").agg(pl.len().alias("count")).sort(["count", "event_type"],
-                                                                                 descending=[True, False])
+    counts = (
+        raw_events.group_by("event_type")
+        .agg(pl.len().alias("count"))
+        .sort(["count", "event_type"], descending=[True, False])
+    )
     return _rows(counts.collect())
 
 
@@ -102,25 +105,34 @@ def validated_backfill_times(validated_states: pl.LazyFrame) -> pl.Series:
     return validated_states.filter(pl.col("source") == "backfill").select("last_updated").collect().to_series()
 
 
-def event_stream_gaps(raw_events: pl.LazyFrame, validated_states: pl.LazyFrame, date: str,
-                      gap_minutes: float) -> list[dict[str, Any]]:
+def event_stream_gaps(
+    raw_events: pl.LazyFrame, validated_states: pl.LazyFrame, date: str, gap_minutes: float
+) -> list[dict[str, Any]]:
     """Silences longer than ``gap_minutes`` between consecutive events of the day, day edges included, with
     the number of validated backfilled state rows inside each."""
     start, end = day_bounds(date)
-    times = pl.concat([
-        pl.LazyFrame({"t": [start]}, schema={"t": pl.Datetime("us", "UTC")}),
-        raw_events.select(pl.col("time_fired").alias("t")).drop_nulls(),
-        pl.LazyFrame({"t": [end]}, schema={"t": pl.Datetime("us", "UTC")}),
-    ]).sort("t")
-    gaps = (times.select(pl.col("t").alias("start"), pl.col("t").shift(-1).alias("end"))
-            .filter((pl.col("end") - pl.col("start")) > dt.timedelta(minutes=gap_minutes))
-            .collect())
+    times = pl.concat(
+        [
+            pl.LazyFrame({"t": [start]}, schema={"t": pl.Datetime("us", "UTC")}),
+            raw_events.select(pl.col("time_fired").alias("t")).drop_nulls(),
+            pl.LazyFrame({"t": [end]}, schema={"t": pl.Datetime("us", "UTC")}),
+        ]
+    ).sort("t")
+    gaps = (
+        times.select(pl.col("t").alias("start"), pl.col("t").shift(-1).alias("end"))
+        .filter((pl.col("end") - pl.col("start")) > dt.timedelta(minutes=gap_minutes))
+        .collect()
+    )
     backfill_times = validated_backfill_times(validated_states)
-    return [{
-        "start": _iso(gap_start), "end": _iso(gap_end),
-        "seconds": round((gap_end - gap_start).total_seconds(), 6),
-        "backfill_rows": int(((backfill_times > gap_start) & (backfill_times < gap_end)).sum()),
-    } for gap_start, gap_end in gaps.iter_rows()]
+    return [
+        {
+            "start": _iso(gap_start),
+            "end": _iso(gap_end),
+            "seconds": round((gap_end - gap_start).total_seconds(), 6),
+            "backfill_rows": int(((backfill_times > gap_start) & (backfill_times < gap_end)).sum()),
+        }
+        for gap_start, gap_end in gaps.iter_rows()
+    ]
 
 
 def completeness(inputs: ReportInputs, gap_minutes: float) -> dict[str, Any]:
@@ -130,8 +142,9 @@ def completeness(inputs: ReportInputs, gap_minutes: float) -> dict[str, Any]:
     n_events = state_changed.select(pl.len()).collect().item()
     n_live = live_rows.select(pl.len()).collect().item()
     by_source = dict(inputs.raw_states.group_by("source").agg(pl.len()).collect().iter_rows())
-    collector_quarantine = dict(inputs.collector_quarantine.group_by("stage").agg(pl.len()).sort("stage")
-                                .collect().iter_rows())
+    collector_quarantine = dict(
+        inputs.collector_quarantine.group_by("stage").agg(pl.len()).sort("stage").collect().iter_rows()
+    )
     gaps = event_stream_gaps(inputs.raw_events, inputs.validated_states, inputs.date, gap_minutes)
     gap_seconds = sum(gap["seconds"] for gap in gaps)
     return {
@@ -156,9 +169,11 @@ def completeness(inputs: ReportInputs, gap_minutes: float) -> dict[str, Any]:
 def _with_windows(sessions: pl.LazyFrame) -> pl.LazyFrame:
     """Sessions with ``window_end``: when their rows stop (``disconnected_at``, or for a session never closed
     the next session of its collector; null for the newest open one)."""
-    return (sessions.sort("connected_at")
-            .with_columns(pl.coalesce(pl.col("disconnected_at"),
-                                      pl.col("connected_at").shift(-1).over("collector_id")).alias("window_end")))
+    return sessions.sort("connected_at").with_columns(
+        pl.coalesce(pl.col("disconnected_at"), pl.col("connected_at").shift(-1).over("collector_id")).alias(
+            "window_end"
+        )
+    )
 
 
 def attribute_to_sessions(rows: pl.LazyFrame, sessions: pl.LazyFrame) -> pl.LazyFrame:
@@ -166,24 +181,39 @@ def attribute_to_sessions(rows: pl.LazyFrame, sessions: pl.LazyFrame) -> pl.Lazy
     each: same collector, received between ``connected_at`` and ``window_end`` (null when none did)."""
     windows = sessions.select("collector_id", "session_id", "connected_at", "window_end").sort("connected_at")
     in_window = pl.col("window_end").is_null() | (pl.col("received_at") <= pl.col("window_end"))
-    return (rows.sort("received_at")
-            .join_asof(windows, left_on="received_at", right_on="connected_at", by="collector_id",
-                       strategy="backward", check_sortedness=False)  # both sorted just above
-            .with_columns(pl.when(in_window).then(pl.col("session_id")).alias("session_id"))
-            .drop("connected_at", "window_end"))
+    return (
+        rows.sort("received_at")
+        .join_asof(
+            windows,
+            left_on="received_at",
+            right_on="connected_at",
+            by="collector_id",
+            strategy="backward",
+            check_sortedness=False,
+        )  # both sorted just above
+        .with_columns(pl.when(in_window).then(pl.col("session_id")).alias("session_id"))
+        .drop("connected_at", "window_end")
+    )
 
 
 def sessions_of_day(collector_sessions: pl.LazyFrame, day_receipts: pl.LazyFrame, date: str) -> pl.LazyFrame:
     """The sessions that concern the day (module docstring), with their ``window_end``, in connect order."""
     start, end = day_bounds(date)
     sessions = _with_windows(collector_sessions)
-    delivered = (attribute_to_sessions(day_receipts.select("collector_id", "received_at"), sessions)
-                 .filter(pl.col("session_id").is_not_null())
-                 .select("collector_id", "session_id").unique().with_columns(pl.lit(True).alias("delivered")))
+    delivered = (
+        attribute_to_sessions(day_receipts.select("collector_id", "received_at"), sessions)
+        .filter(pl.col("session_id").is_not_null())
+        .select("collector_id", "session_id")
+        .unique()
+        .with_columns(pl.lit(True).alias("delivered"))
+    )
     connected_that_day = (pl.col("connected_at") < end) & (pl.coalesce("disconnected_at", "updated_at") >= start)
-    return (sessions.join(delivered, on=["collector_id", "session_id"], how="left")
-            .filter(connected_that_day | pl.col("delivered").fill_null(False))
-            .drop("delivered").sort("connected_at"))
+    return (
+        sessions.join(delivered, on=["collector_id", "session_id"], how="left")
+        .filter(connected_that_day | pl.col("delivered").fill_null(False))
+        .drop("delivered")
+        .sort("connected_at")
+    )
 
 
 def _days(first: dt.datetime, last: dt.datetime) -> list[str]:
@@ -208,13 +238,24 @@ def session_days(sessions: pl.DataFrame, date: str) -> dict[str, list[str]]:
 
 
 def _rows_per_session(rows: pl.LazyFrame, sessions: pl.LazyFrame, name: str) -> pl.LazyFrame:
-    return (attribute_to_sessions(rows.select("collector_id", "received_at"), sessions)
-            .filter(pl.col("session_id").is_not_null())
-            .group_by("collector_id", "session_id").agg(pl.len().cast(pl.Int64).alias(name)))
+    return (
+        attribute_to_sessions(rows.select("collector_id", "received_at"), sessions)
+        .filter(pl.col("session_id").is_not_null())
+        .group_by("collector_id", "session_id")
+        .agg(pl.len().cast(pl.Int64).alias(name))
+    )
 
 
-SESSION_TOTALS = ("events_received", "events_committed", "events_in_lake", "quarantined", "quarantine_rows_in_lake",
-                  "backfill_rows", "backfill_rows_in_lake", "day_events")
+SESSION_TOTALS = (
+    "events_received",
+    "events_committed",
+    "events_in_lake",
+    "quarantined",
+    "quarantine_rows_in_lake",
+    "backfill_rows",
+    "backfill_rows_in_lake",
+    "day_events",
+)
 
 
 def collector_counters(inputs: ReportInputs, validated_backfill: pl.Series) -> dict[str, Any]:
@@ -224,57 +265,105 @@ def collector_counters(inputs: ReportInputs, validated_backfill: pl.Series) -> d
     keys = ["collector_id", "session_id"]
     day_events = inputs.day_receipts.filter(pl.col("table") == "events")
     per_session = sessions
-    lake_rows = {"events_in_lake": inputs.session_events, "quarantine_rows_in_lake": inputs.session_quarantine,
-                 "backfill_rows_in_lake": inputs.session_backfill, "day_events": day_events}
+    lake_rows = {
+        "events_in_lake": inputs.session_events,
+        "quarantine_rows_in_lake": inputs.session_quarantine,
+        "backfill_rows_in_lake": inputs.session_backfill,
+        "day_events": day_events,
+    }
     for name, rows in lake_rows.items():
         per_session = per_session.join(_rows_per_session(rows, sessions, name), on=keys, how="left")
-    per_session = (per_session
-                   .with_columns(pl.col(*lake_rows).fill_null(0),
-                                 pl.col("disconnected_at").is_not_null().alias("closed"))
-                   .with_columns((pl.col("events_received") - pl.col("events_in_lake")).alias("events_not_in_lake"))
-                   .select("collector_id", "session_id", "home", "ha_version", "connected_at", "disconnected_at",
-                           "disconnect_reason", "closed", "updated_at", "events_received", "events_committed",
-                           "events_in_lake", "events_not_in_lake", "quarantined", "quarantine_rows_in_lake",
-                           "backfill_rows", "backfill_rows_in_lake", "frames_received", "reconnects", "day_events",
-                           "gap_start", "gap_end", "backfill_from")
-                   .sort("connected_at")
-                   .collect())
+    per_session = (
+        per_session.with_columns(
+            pl.col(*lake_rows).fill_null(0), pl.col("disconnected_at").is_not_null().alias("closed")
+        )
+        .with_columns((pl.col("events_received") - pl.col("events_in_lake")).alias("events_not_in_lake"))
+        .select(
+            "collector_id",
+            "session_id",
+            "home",
+            "ha_version",
+            "connected_at",
+            "disconnected_at",
+            "disconnect_reason",
+            "closed",
+            "updated_at",
+            "events_received",
+            "events_committed",
+            "events_in_lake",
+            "events_not_in_lake",
+            "quarantined",
+            "quarantine_rows_in_lake",
+            "backfill_rows",
+            "backfill_rows_in_lake",
+            "frames_received",
+            "reconnects",
+            "day_events",
+            "gap_start",
+            "gap_end",
+            "backfill_from",
+        )
+        .sort("connected_at")
+        .collect()
+    )
     known_collectors = set(inputs.collector_sessions.select("collector_id").unique().collect().to_series().to_list())
-    unaccounted = (attribute_to_sessions(day_events.select("collector_id", "received_at"), _with_windows(
-                       inputs.collector_sessions))
-                   .filter(pl.col("session_id").is_null())
-                   .group_by("collector_id").agg(pl.len().alias("events")).sort("collector_id").collect())
-    gaps = per_session.filter(pl.col("gap_start").is_not_null() & (pl.col("gap_start") < end)
-                              & (pl.col("gap_end") > start))
+    unaccounted = (
+        attribute_to_sessions(
+            day_events.select("collector_id", "received_at"), _with_windows(inputs.collector_sessions)
+        )
+        .filter(pl.col("session_id").is_null())
+        .group_by("collector_id")
+        .agg(pl.len().alias("events"))
+        .sort("collector_id")
+        .collect()
+    )
+    gaps = per_session.filter(
+        pl.col("gap_start").is_not_null() & (pl.col("gap_start") < end) & (pl.col("gap_end") > start)
+    )
     return {
         "sessions_recorded": per_session.height > 0,
         "sessions": _rows(per_session.drop("gap_start", "gap_end", "backfill_from")),
         "totals": {name: int(per_session[name].sum()) for name in SESSION_TOTALS},
-        "day_events_without_session": [{"collector_id": collector_id, "events": n,
-                                         "collector_has_sessions": collector_id in known_collectors}
-                                        for collector_id, n in unaccounted.iter_rows()],
-        "gaps": [{
-            "collector_id": g["collector_id"], "session_id": g["session_id"],
-            "start": _iso(g["gap_start"]), "end": _iso(g["gap_end"]),
-            "seconds": round((g["gap_end"] - g["gap_start"]).total_seconds(), 6),
-            "backfill_from": _iso(g["backfill_from"]), "backfill_rows": g["backfill_rows"],
-            "backfill_rows_validated_in_day": int(((validated_backfill > g["gap_start"])
-                                                   & (validated_backfill < g["gap_end"])).sum()),
-        } for g in gaps.iter_rows(named=True)],
+        "day_events_without_session": [
+            {"collector_id": collector_id, "events": n, "collector_has_sessions": collector_id in known_collectors}
+            for collector_id, n in unaccounted.iter_rows()
+        ],
+        "gaps": [
+            {
+                "collector_id": g["collector_id"],
+                "session_id": g["session_id"],
+                "start": _iso(g["gap_start"]),
+                "end": _iso(g["gap_end"]),
+                "seconds": round((g["gap_end"] - g["gap_start"]).total_seconds(), 6),
+                "backfill_from": _iso(g["backfill_from"]),
+                "backfill_rows": g["backfill_rows"],
+                "backfill_rows_validated_in_day": int(
+                    ((validated_backfill > g["gap_start"]) & (validated_backfill < g["gap_end"])).sum()
+                ),
+            }
+            for g in gaps.iter_rows(named=True)
+        ],
     }
 
 
-def validation_summary(table: str, raw: pl.LazyFrame, validated: pl.LazyFrame,
-                       quarantine: pl.LazyFrame) -> dict[str, Any]:
+def validation_summary(
+    table: str, raw: pl.LazyFrame, validated: pl.LazyFrame, quarantine: pl.LazyFrame
+) -> dict[str, Any]:
     rules = (STATE_RULES if table == "states" else EVENT_RULES) + (DUPLICATE_RULE,)
     input_rows = raw.select(pl.len()).collect().item()
     mine = quarantine.filter(pl.col("table") == table)
-    failed = dict(mine.select(pl.col("failed_rules").explode().alias("rule")).group_by("rule").agg(pl.len())
-                  .collect().iter_rows())
-    per_rule = [{
-        "rule": rule.name, "description": rule.description, "failed_rows": failed.get(rule.name, 0),
-        "pass_rate": 1.0 if input_rows == 0 else round(1 - failed.get(rule.name, 0) / input_rows, 6),
-    } for rule in rules]
+    failed = dict(
+        mine.select(pl.col("failed_rules").explode().alias("rule")).group_by("rule").agg(pl.len()).collect().iter_rows()
+    )
+    per_rule = [
+        {
+            "rule": rule.name,
+            "description": rule.description,
+            "failed_rows": failed.get(rule.name, 0),
+            "pass_rate": 1.0 if input_rows == 0 else round(1 - failed.get(rule.name, 0) / input_rows, 6),
+        }
+        for rule in rules
+    ]
     validated_rows = validated.select(pl.len()).collect().item()
     quarantined = mine.select(pl.len()).collect().item()
     return {
@@ -283,30 +372,46 @@ def validation_summary(table: str, raw: pl.LazyFrame, validated: pl.LazyFrame,
         "quarantined_rows": quarantined,
         "pass_rate": 1.0 if input_rows == 0 else round(validated_rows / input_rows, 6),
         "rules": per_rule,
-        "sample_quarantined": _rows(mine.select("row_key", "failed_rules", "row_json").head(5).collect()
-                                    .with_columns(pl.col("failed_rules").list.join(", "))),
+        "sample_quarantined": _rows(
+            mine.select("row_key", "failed_rules", "row_json")
+            .head(5)
+            .collect()
+            .with_columns(pl.col("failed_rules").list.join(", "))
+        ),
     }
 
 
 def duplicates(quarantine: pl.LazyFrame) -> dict[str, Any]:
     dup = quarantine.filter(pl.col("failed_rules").list.contains(DUPLICATE_RULE.name))
     per_table = dict(dup.group_by("table").agg(pl.len()).collect().iter_rows())
-    per_source = dict(dup.filter(pl.col("table") == "states")
-                      .select(pl.col("row_json").str.json_path_match("$.source").alias("source"))
-                      .group_by("source").agg(pl.len()).collect().iter_rows())
-    return {"events": per_table.get("events", 0), "states": per_table.get("states", 0),
-            "states_by_source": per_source}
+    per_source = dict(
+        dup.filter(pl.col("table") == "states")
+        .select(pl.col("row_json").str.json_path_match("$.source").alias("source"))
+        .group_by("source")
+        .agg(pl.len())
+        .collect()
+        .iter_rows()
+    )
+    return {"events": per_table.get("events", 0), "states": per_table.get("states", 0), "states_by_source": per_source}
 
 
 def lateness(validated: pl.LazyFrame) -> dict[str, Any]:
-    row = validated.select(
-        pl.len().alias("rows"),
-        pl.col("is_late").sum().alias("late"),
-        pl.col("is_out_of_order").sum().alias("out_of_order"),
-        pl.col("arrival_lag_s").median().alias("median_arrival_lag_s"),
-    ).collect().row(0, named=True)
-    return {"rows": row["rows"], "late": row["late"] or 0, "out_of_order": row["out_of_order"] or 0,
-            "median_arrival_lag_s": row["median_arrival_lag_s"]}
+    row = (
+        validated.select(
+            pl.len().alias("rows"),
+            pl.col("is_late").sum().alias("late"),
+            pl.col("is_out_of_order").sum().alias("out_of_order"),
+            pl.col("arrival_lag_s").median().alias("median_arrival_lag_s"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    return {
+        "rows": row["rows"],
+        "late": row["late"] or 0,
+        "out_of_order": row["out_of_order"] or 0,
+        "median_arrival_lag_s": row["median_arrival_lag_s"],
+    }
 
 
 def _state_history(inputs: ReportInputs) -> pl.LazyFrame:
@@ -316,16 +421,19 @@ def _state_history(inputs: ReportInputs) -> pl.LazyFrame:
 
 def silent_entities(inputs: ReportInputs, silent_after_hours: float) -> dict[str, Any]:
     _, end = day_bounds(inputs.date)
-    newest = (_state_history(inputs)
-              .group_by("home", "entity_id")
-              .agg(pl.col("last_updated").max(), pl.col("state").sort_by("last_updated").last())
-              .with_columns(((pl.lit(end) - pl.col("last_updated")).dt.total_seconds() / 3600).round(2)
-                            .alias("silent_hours"))
-              .collect())
+    newest = (
+        _state_history(inputs)
+        .group_by("home", "entity_id")
+        .agg(pl.col("last_updated").max(), pl.col("state").sort_by("last_updated").last())
+        .with_columns(((pl.lit(end) - pl.col("last_updated")).dt.total_seconds() / 3600).round(2).alias("silent_hours"))
+        .collect()
+    )
     removed = newest.filter(pl.col("state").is_null()).sort("entity_id")
-    silent = (newest.filter(pl.col("state").is_not_null() & (pl.col("silent_hours") > silent_after_hours))
-              .sort(["silent_hours", "entity_id"], descending=[True, False])
-              .rename({"state": "last_state"}))
+    silent = (
+        newest.filter(pl.col("state").is_not_null() & (pl.col("silent_hours") > silent_after_hours))
+        .sort(["silent_hours", "entity_id"], descending=[True, False])
+        .rename({"state": "last_state"})
+    )
     return {
         "silent_after_hours": silent_after_hours,
         "entities_seen": newest.height,
@@ -337,47 +445,66 @@ def silent_entities(inputs: ReportInputs, silent_after_hours: float) -> dict[str
 def unavailable_time(inputs: ReportInputs) -> list[dict[str, Any]]:
     """Seconds each entity spent ``unavailable`` within the day (entities with none are left out)."""
     start, end = day_bounds(inputs.date)
-    carried_in = (inputs.earlier_states.group_by("home", "entity_id")
-                  .agg(pl.col("state").sort_by("last_updated").last())
-                  .with_columns(pl.lit(start).alias("last_updated")))
+    carried_in = (
+        inputs.earlier_states.group_by("home", "entity_id")
+        .agg(pl.col("state").sort_by("last_updated").last())
+        .with_columns(pl.lit(start).alias("last_updated"))
+    )
     day = inputs.validated_states.select("home", "entity_id", "last_updated", "state")
     entity = ["home", "entity_id"]
     intervals = (
         pl.concat([carried_in.select("home", "entity_id", "last_updated", "state"), day])
         .sort("last_updated")
-        .with_columns(pl.col("last_updated").shift(-1).over(entity).fill_null(end).alias("until"),
-                      pl.col("state").shift(1).over(entity).alias("previous"))
+        .with_columns(
+            pl.col("last_updated").shift(-1).over(entity).fill_null(end).alias("until"),
+            pl.col("state").shift(1).over(entity).alias("previous"),
+        )
         .filter(pl.col("state") == UNAVAILABLE)
         .with_columns(((pl.col("until") - pl.col("last_updated")).dt.total_microseconds() / 1e6).alias("seconds"))
     )
-    became = (intervals.filter((pl.col("last_updated") > start) & pl.col("previous").ne_missing(UNAVAILABLE))
-              .group_by(entity).agg(pl.len().alias("became_unavailable")))
-    per_entity = (intervals.group_by(entity).agg(pl.col("seconds").sum().alias("unavailable_seconds"))
-                  .join(became, on=entity, how="left")
-                  .with_columns(pl.col("became_unavailable").fill_null(0),
-                                (pl.col("unavailable_seconds") / 86400).round(6).alias("share_of_day"),
-                                pl.col("unavailable_seconds").round(3))
-                  .sort(["unavailable_seconds", "entity_id"], descending=[True, False]))
+    became = (
+        intervals.filter((pl.col("last_updated") > start) & pl.col("previous").ne_missing(UNAVAILABLE))
+        .group_by(entity)
+        .agg(pl.len().alias("became_unavailable"))
+    )
+    per_entity = (
+        intervals.group_by(entity)
+        .agg(pl.col("seconds").sum().alias("unavailable_seconds"))
+        .join(became, on=entity, how="left")
+        .with_columns(
+            pl.col("became_unavailable").fill_null(0),
+            (pl.col("unavailable_seconds") / 86400).round(6).alias("share_of_day"),
+            pl.col("unavailable_seconds").round(3),
+        )
+        .sort(["unavailable_seconds", "entity_id"], descending=[True, False])
+    )
     return _rows(per_entity.collect())
 
 
 def quality_figures(inputs: ReportInputs, parameters: ReportParameters) -> dict[str, Any]:
     """Everything the report shows, as plain JSON values."""
-    homes = sorted(inputs.raw_states.select("home").unique().collect().to_series().drop_nulls().to_list()
-                   + inputs.raw_events.select("home").unique().collect().to_series().drop_nulls().to_list())
+    homes = sorted(
+        inputs.raw_states.select("home").unique().collect().to_series().drop_nulls().to_list()
+        + inputs.raw_events.select("home").unique().collect().to_series().drop_nulls().to_list()
+    )
     events = events_per_type(inputs.raw_events)
     return {
         "date": inputs.date,
         "homes": sorted(set(homes)),
-        "parameters": {"silent_after_hours": parameters.silent_after_hours, "gap_minutes": parameters.gap_minutes,
-                       "lookback_days": parameters.lookback_days},
+        "parameters": {
+            "silent_after_hours": parameters.silent_after_hours,
+            "gap_minutes": parameters.gap_minutes,
+            "lookback_days": parameters.lookback_days,
+        },
         "events": {"total": sum(row["count"] for row in events), "by_type": events},
         "completeness": completeness(inputs, parameters.gap_minutes),
         "validation": {
-            "events": validation_summary("events", inputs.raw_events, inputs.validated_events,
-                                         inputs.validation_quarantine),
-            "states": validation_summary("states", inputs.raw_states, inputs.validated_states,
-                                         inputs.validation_quarantine),
+            "events": validation_summary(
+                "events", inputs.raw_events, inputs.validated_events, inputs.validation_quarantine
+            ),
+            "states": validation_summary(
+                "states", inputs.raw_states, inputs.validated_states, inputs.validation_quarantine
+            ),
         },
         "duplicates_removed": duplicates(inputs.validation_quarantine),
         "late": {"events": lateness(inputs.validated_events), "states": lateness(inputs.validated_states)},

@@ -66,11 +66,13 @@ def _card(label: str, value: str, tone: str = "") -> str:
     return f'<div class="card {tone}"><div class="value">{value}</div><div class="label">{escape(label)}</div></div>'
 
 
-def _table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset(),
-           row_classes: list[str] | None = None) -> str:
+def _table(
+    headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), row_classes: list[str] | None = None
+) -> str:
     """A table; headers that are all empty mean a plain list of facts without a header row."""
-    head = "".join(f'<th class="num">{escape(h)}</th>' if i in numeric else f"<th>{escape(h)}</th>"
-                   for i, h in enumerate(headers))
+    head = "".join(
+        f'<th class="num">{escape(h)}</th>' if i in numeric else f"<th>{escape(h)}</th>" for i, h in enumerate(headers)
+    )
     head = f"<thead><tr>{head}</tr></thead>" if any(headers) else ""
     body = []
     for r, row in enumerate(rows):
@@ -99,23 +101,43 @@ def _summary(report: dict[str, Any]) -> str:
     dups = report["duplicates_removed"]
     completeness = report["completeness"]
     silent = len(report["silence"]["silent"])
-    pass_rate = (states["validated_rows"] + events["validated_rows"]) / max(1, states["input_rows"]
-                                                                          + events["input_rows"])
-    return '<div class="cards">' + "".join([
-        _card("events landed", _n(report["events"]["total"])),
-        _card("state rows validated", f'{_n(states["validated_rows"])} / {_n(states["input_rows"])}'),
-        _card("rows passing validation", _pct(pass_rate), "good" if pass_rate >= 0.999 else "warn"),
-        _card("rows quarantined", _n(quarantined), "bad" if quarantined else "good"),
-        _card("duplicates removed", _n(dups["events"] + dups["states"]), "warn" if dups["states"] else ""),
-        _card("day covered by the live stream", _pct(completeness["coverage_share"]),
-              "good" if completeness["coverage_share"] > 0.99 else "warn"),
-        _collector_card(completeness["collector"]),
-        _card("gaps in the event stream", _n(len(completeness["gaps"])), "warn" if completeness["gaps"] else "good"),
-        _card(f'entities silent > {_n(report["silence"]["silent_after_hours"])} h', _n(silent),
-              "warn" if silent else "good"),
-        _card("entities with unavailable time", _n(len(report["unavailable"])),
-              "warn" if report["unavailable"] else "good"),
-    ]) + "</div>"
+    pass_rate = (states["validated_rows"] + events["validated_rows"]) / max(
+        1, states["input_rows"] + events["input_rows"]
+    )
+    return (
+        '<div class="cards">'
+        + "".join(
+            [
+                _card("events landed", _n(report["events"]["total"])),
+                _card("state rows validated", f"{_n(states['validated_rows'])} / {_n(states['input_rows'])}"),
+                _card("rows passing validation", _pct(pass_rate), "good" if pass_rate >= 0.999 else "warn"),
+                _card("rows quarantined", _n(quarantined), "bad" if quarantined else "good"),
+                _card("duplicates removed", _n(dups["events"] + dups["states"]), "warn" if dups["states"] else ""),
+                _card(
+                    "day covered by the live stream",
+                    _pct(completeness["coverage_share"]),
+                    "good" if completeness["coverage_share"] > 0.99 else "warn",
+                ),
+                _collector_card(completeness["collector"]),
+                _card(
+                    "gaps in the event stream",
+                    _n(len(completeness["gaps"])),
+                    "warn" if completeness["gaps"] else "good",
+                ),
+                _card(
+                    f"entities silent > {_n(report['silence']['silent_after_hours'])} h",
+                    _n(silent),
+                    "warn" if silent else "good",
+                ),
+                _card(
+                    "entities with unavailable time",
+                    _n(len(report["unavailable"])),
+                    "warn" if report["unavailable"] else "good",
+                ),
+            ]
+        )
+        + "</div>"
+    )
 
 
 def _collector_card(collector: dict[str, Any]) -> str:
@@ -123,8 +145,11 @@ def _collector_card(collector: dict[str, Any]) -> str:
         return _card("events received by the collector in the lake", "no session record", "warn")
     totals = collector["totals"]
     missing = totals["events_received"] - totals["events_in_lake"]
-    return _card("events received by the collector in the lake",
-                 f'{_n(totals["events_in_lake"])} / {_n(totals["events_received"])}', "bad" if missing else "good")
+    return _card(
+        "events received by the collector in the lake",
+        f"{_n(totals['events_in_lake'])} / {_n(totals['events_received'])}",
+        "bad" if missing else "good",
+    )
 
 
 def _events(report: dict[str, Any]) -> str:
@@ -133,7 +158,8 @@ def _events(report: dict[str, Any]) -> str:
     return _section("events", "Events per type") + _table(
         ["event type", "events", ""],
         [[f"<code>{escape(r['event_type'] or '')}</code>", _n(r["count"]), _bar(r["count"] / top)] for r in rows],
-        numeric={1})
+        numeric={1},
+    )
 
 
 def _completeness(report: dict[str, Any]) -> str:
@@ -147,20 +173,34 @@ def _completeness(report: dict[str, Any]) -> str:
         ["snapshot state rows (get_states on connect)", _n(by_source["snapshot"])],
         ["backfilled state rows (HA's history after a gap)", _n(by_source["backfill"])],
         ["connections to Home Assistant (core config snapshots)", _n(c["connects"])],
-        ["input the collector quarantined", _n(c["collector_quarantine_rows"])
-         + "".join(f" · {escape(stage)}: {_n(n)}" for stage, n in c["collector_quarantine_by_stage"].items())],
-        [f"time in gaps (event stream silent > {_n(c['gap_threshold_minutes'])} min)",
-         f"{_duration(c['gap_seconds_total'])} ({_pct(1 - c['coverage_share'])} of the day)"],
+        [
+            "input the collector quarantined",
+            _n(c["collector_quarantine_rows"])
+            + "".join(f" · {escape(stage)}: {_n(n)}" for stage, n in c["collector_quarantine_by_stage"].items()),
+        ],
+        [
+            f"time in gaps (event stream silent > {_n(c['gap_threshold_minutes'])} min)",
+            f"{_duration(c['gap_seconds_total'])} ({_pct(1 - c['coverage_share'])} of the day)",
+        ],
     ]
-    gaps = _table(["gap from", "to", "length", "backfilled state rows"],
-                  [[_time(g["start"]), _time(g["end"]), _duration(g["seconds"]), _n(g["backfill_rows"])]
-                   for g in c["gaps"]], numeric={2, 3})
-    note = ("The first figures are derived from the lake alone; the collector's own counters and gap records follow "
-            "below. A gap is a silence in the event stream longer than the threshold: Home Assistant fires an event "
-            "at least every 5 minutes while its recorder runs. The state changes of a gap come back from HA's "
-            "history as backfilled rows; other events of a gap are lost for good.")
-    return (_section("completeness", "Completeness", note) + _table(["", ""], facts, numeric={1})
-            + "<h3>Gaps in the event stream (silences)</h3>" + gaps + _collector_sessions(c["collector"]))
+    gaps = _table(
+        ["gap from", "to", "length", "backfilled state rows"],
+        [[_time(g["start"]), _time(g["end"]), _duration(g["seconds"]), _n(g["backfill_rows"])] for g in c["gaps"]],
+        numeric={2, 3},
+    )
+    note = (
+        "The first figures are derived from the lake alone; the collector's own counters and gap records follow "
+        "below. A gap is a silence in the event stream longer than the threshold: Home Assistant fires an event "
+        "at least every 5 minutes while its recorder runs. The state changes of a gap come back from HA's "
+        "history as backfilled rows; other events of a gap are lost for good."
+    )
+    return (
+        _section("completeness", "Completeness", note)
+        + _table(["", ""], facts, numeric={1})
+        + "<h3>Gaps in the event stream (silences)</h3>"
+        + gaps
+        + _collector_sessions(c["collector"])
+    )
 
 
 def _collector_sessions(collector: dict[str, Any]) -> str:
@@ -171,85 +211,169 @@ def _collector_sessions(collector: dict[str, Any]) -> str:
     if unaccounted:
         without = "<h3>Events of this day that no session record accounts for</h3>" + _table(
             ["written by collector", "events", ""],
-            [[f"<code>{escape(str(u['collector_id']))}</code>", _n(u["events"]),
-              "received outside its recorded sessions" if u["collector_has_sessions"]
-              else "this collector recorded no sessions (older than <code>collector_sessions</code>?)"]
-             for u in unaccounted], numeric={1})
+            [
+                [
+                    f"<code>{escape(str(u['collector_id']))}</code>",
+                    _n(u["events"]),
+                    "received outside its recorded sessions"
+                    if u["collector_has_sessions"]
+                    else "this collector recorded no sessions (older than <code>collector_sessions</code>?)",
+                ]
+                for u in unaccounted
+            ],
+            numeric={1},
+        )
     if not collector["sessions_recorded"]:
-        return ("<h3>The collector's own counters</h3><p class=\"note\"><strong>No session record exists for this "
-                "day</strong>: the collector that wrote it did not record its sessions in "
-                "<code>collector_sessions/</code> (a collector older than that table), or was not running. The "
-                "figures above come from the lake alone.</p>" + without)
+        return (
+            '<h3>The collector\'s own counters</h3><p class="note"><strong>No session record exists for this '
+            "day</strong>: the collector that wrote it did not record its sessions in "
+            "<code>collector_sessions/</code> (a collector older than that table), or was not running. The "
+            "figures above come from the lake alone.</p>" + without
+        )
     sessions = collector["sessions"]
     rows, classes = [], []
     for s in sessions:
-        ended = _time(s["disconnected_at"]) if s["closed"] else "open (running, or killed) · row of " + _time(
-            s["updated_at"])
-        mismatch = (s["events_received"] != s["events_in_lake"] or s["quarantined"] != s["quarantine_rows_in_lake"]
-                    or s["backfill_rows"] != s["backfill_rows_in_lake"])
-        rows.append([f"<code>{escape(s['collector_id'])}</code> {_time(s['connected_at'])} → {ended}"
-                     + (f"<br><small>{escape(s['disconnect_reason'])}</small>" if s["disconnect_reason"] else ""),
-                     f"{_n(s['events_received'])} / {_n(s['events_committed'])} / {_n(s['events_in_lake'])}",
-                     f"{_n(s['quarantined'])} / {_n(s['quarantine_rows_in_lake'])}",
-                     f"{_n(s['backfill_rows'])} / {_n(s['backfill_rows_in_lake'])}",
-                     _n(s["frames_received"]), _n(s["day_events"])])
+        ended = (
+            _time(s["disconnected_at"])
+            if s["closed"]
+            else "open (running, or killed) · row of " + _time(s["updated_at"])
+        )
+        mismatch = (
+            s["events_received"] != s["events_in_lake"]
+            or s["quarantined"] != s["quarantine_rows_in_lake"]
+            or s["backfill_rows"] != s["backfill_rows_in_lake"]
+        )
+        rows.append(
+            [
+                f"<code>{escape(s['collector_id'])}</code> {_time(s['connected_at'])} → {ended}"
+                + (f"<br><small>{escape(s['disconnect_reason'])}</small>" if s["disconnect_reason"] else ""),
+                f"{_n(s['events_received'])} / {_n(s['events_committed'])} / {_n(s['events_in_lake'])}",
+                f"{_n(s['quarantined'])} / {_n(s['quarantine_rows_in_lake'])}",
+                f"{_n(s['backfill_rows'])} / {_n(s['backfill_rows_in_lake'])}",
+                _n(s["frames_received"]),
+                _n(s["day_events"]),
+            ]
+        )
         classes.append("fail" if mismatch and s["closed"] else "")
-    table = _table(["session (collector, connected → disconnected)", "events received / committed / in the lake",
-                    "quarantined / in the lake", "backfilled states / in the lake", "frames", "events of this day"],
-                   rows, numeric={1, 2, 3, 4, 5}, row_classes=classes)
-    gaps = _table(["gap from (last event seen)", "to (first event after)", "length", "history asked from",
-                   "state rows HA's history returned", "of them validated, in this day"],
-                  [[_time(g["start"]), _time(g["end"]), _duration(g["seconds"]), _time(g["backfill_from"]),
-                    _n(g["backfill_rows"]), _n(g["backfill_rows_validated_in_day"])] for g in collector["gaps"]],
-                  numeric={2, 4, 5})
-    note = ("From the collector's own record of each connection (<code>collector_sessions/</code>): what it counted "
-            "against the rows of the lake it received in that session (every day they fall in). On a closed session "
-            "the figures match; an open one was last recorded at most a minute before it stopped.")
-    return ("<h3>The collector's own counters</h3>" + f'<p class="note">{note}</p>' + table + without
-            + "<h3>Gaps the collector recorded (reconnects and restarts)</h3>" + gaps)
+    table = _table(
+        [
+            "session (collector, connected → disconnected)",
+            "events received / committed / in the lake",
+            "quarantined / in the lake",
+            "backfilled states / in the lake",
+            "frames",
+            "events of this day",
+        ],
+        rows,
+        numeric={1, 2, 3, 4, 5},
+        row_classes=classes,
+    )
+    gaps = _table(
+        [
+            "gap from (last event seen)",
+            "to (first event after)",
+            "length",
+            "history asked from",
+            "state rows HA's history returned",
+            "of them validated, in this day",
+        ],
+        [
+            [
+                _time(g["start"]),
+                _time(g["end"]),
+                _duration(g["seconds"]),
+                _time(g["backfill_from"]),
+                _n(g["backfill_rows"]),
+                _n(g["backfill_rows_validated_in_day"]),
+            ]
+            for g in collector["gaps"]
+        ],
+        numeric={2, 4, 5},
+    )
+    note = (
+        "From the collector's own record of each connection (<code>collector_sessions/</code>): what it counted "
+        "against the rows of the lake it received in that session (every day they fall in). On a closed session "
+        "the figures match; an open one was last recorded at most a minute before it stopped."
+    )
+    return (
+        "<h3>The collector's own counters</h3>"
+        + f'<p class="note">{note}</p>'
+        + table
+        + without
+        + "<h3>Gaps the collector recorded (reconnects and restarts)</h3>"
+        + gaps
+    )
 
 
 def _validation_table(title: str, summary: dict[str, Any]) -> str:
     rules = summary["rules"]
     table = _table(
         ["rule", "meaning", "failing rows", "pass rate"],
-        [[f"<code>{escape(r['rule'])}</code>", escape(r["description"]), _n(r["failed_rows"]),
-          _pct(r["pass_rate"], 3)] for r in rules],
-        numeric={2, 3}, row_classes=["fail" if r["failed_rows"] else "" for r in rules])
+        [
+            [
+                f"<code>{escape(r['rule'])}</code>",
+                escape(r["description"]),
+                _n(r["failed_rows"]),
+                _pct(r["pass_rate"], 3),
+            ]
+            for r in rules
+        ],
+        numeric={2, 3},
+        row_classes=["fail" if r["failed_rows"] else "" for r in rules],
+    )
     samples = ""
     if summary["sample_quarantined"]:
         samples = "<h3>Sample quarantined rows</h3>" + _table(
             ["row", "failed rules", "original row"],
-            [[f"<code>{escape(s['row_key'] or '')}</code>", escape(s["failed_rules"]),
-              f"<code>{escape(s['row_json'][:300])}</code>"] for s in summary["sample_quarantined"]])
-    return (f"<h3>{escape(title)}: {_n(summary['validated_rows'])} of {_n(summary['input_rows'])} rows validated "
-            f"({_pct(summary['pass_rate'])}), {_n(summary['quarantined_rows'])} quarantined</h3>" + table + samples)
+            [
+                [
+                    f"<code>{escape(s['row_key'] or '')}</code>",
+                    escape(s["failed_rules"]),
+                    f"<code>{escape(s['row_json'][:300])}</code>",
+                ]
+                for s in summary["sample_quarantined"]
+            ],
+        )
+    return (
+        f"<h3>{escape(title)}: {_n(summary['validated_rows'])} of {_n(summary['input_rows'])} rows validated "
+        f"({_pct(summary['pass_rate'])}), {_n(summary['quarantined_rows'])} quarantined</h3>" + table + samples
+    )
 
 
 def _validation(report: dict[str, Any]) -> str:
-    note = ("Rows failing a rule go to <code>derived/validation_quarantine</code> with the rules they failed; "
-            "nothing is dropped. A row can fail several rules.")
-    return (_section("validation", "Validation", note)
-            + _validation_table("States", report["validation"]["states"])
-            + _validation_table("Events", report["validation"]["events"]))
+    note = (
+        "Rows failing a rule go to <code>derived/validation_quarantine</code> with the rules they failed; "
+        "nothing is dropped. A row can fail several rules."
+    )
+    return (
+        _section("validation", "Validation", note)
+        + _validation_table("States", report["validation"]["states"])
+        + _validation_table("Events", report["validation"]["events"])
+    )
 
 
 def _duplicates_and_lateness(report: dict[str, Any]) -> str:
     dups = report["duplicates_removed"]
     late = report["late"]
-    by_source = ", ".join(f"{escape(str(k))}: {_n(v)}" for k, v in sorted(dups["states_by_source"].items(),
-                                                                         key=lambda kv: str(kv[0])))
+    by_source = ", ".join(
+        f"{escape(str(k))}: {_n(v)}" for k, v in sorted(dups["states_by_source"].items(), key=lambda kv: str(kv[0]))
+    )
     rows = [
-        ["duplicate state rows removed (same entity and last_updated)", _n(dups["states"])
-         + (f" ({by_source})" if by_source else "")],
+        [
+            "duplicate state rows removed (same entity and last_updated)",
+            _n(dups["states"]) + (f" ({by_source})" if by_source else ""),
+        ],
         ["duplicate events removed (same event_id)", _n(dups["events"])],
         ["late state rows (arrival lag far above the day's usual lag)", _n(late["states"]["late"])],
         ["state rows received after a newer state of the same entity", _n(late["states"]["out_of_order"])],
         ["late events", _n(late["events"]["late"])],
         ["events received after a newer event", _n(late["events"]["out_of_order"])],
-        ["median arrival lag of state rows (received_at − last_updated)",
-         "–" if late["states"]["median_arrival_lag_s"] is None
-         else _duration(late["states"]["median_arrival_lag_s"])],
+        [
+            "median arrival lag of state rows (received_at − last_updated)",
+            "–"
+            if late["states"]["median_arrival_lag_s"] is None
+            else _duration(late["states"]["median_arrival_lag_s"]),
+        ],
     ]
     return _section("late", "Duplicates and late data") + _table(["", ""], rows, numeric={1})
 
@@ -258,43 +382,73 @@ def _silence(report: dict[str, Any]) -> str:
     silence = report["silence"]
     silent = silence["silent"]
     listed = silent[:MAX_LISTED]
-    more = f"<p class=\"note\">… and {len(silent) - MAX_LISTED} more.</p>" if len(silent) > MAX_LISTED else ""
+    more = f'<p class="note">… and {len(silent) - MAX_LISTED} more.</p>' if len(silent) > MAX_LISTED else ""
     removed = ""
     if silence["removed"]:
         removed = "<h3>Removed entities (last state is a removal)</h3>" + _table(
             ["entity", "removed at"],
-            [[f"<code>{escape(r['entity_id'])}</code>", _time(r["last_updated"])] for r in silence["removed"]])
-    note = (f"{_n(len(silent))} of {_n(silence['entities_seen'])} entities seen had no new state for more than "
-            f"{_n(silence['silent_after_hours'])} hours when the day ended.")
-    return (_section("silence", "Entities gone silent", note)
-            + _table(["entity", "last state", "last update", "silent for"],
-                     [[f"<code>{escape(r['entity_id'])}</code>", escape(str(r["last_state"])), _time(r["last_updated"]),
-                       _duration(r["silent_hours"] * 3600)] for r in listed], numeric={3})
-            + more + removed)
+            [[f"<code>{escape(r['entity_id'])}</code>", _time(r["last_updated"])] for r in silence["removed"]],
+        )
+    note = (
+        f"{_n(len(silent))} of {_n(silence['entities_seen'])} entities seen had no new state for more than "
+        f"{_n(silence['silent_after_hours'])} hours when the day ended."
+    )
+    return (
+        _section("silence", "Entities gone silent", note)
+        + _table(
+            ["entity", "last state", "last update", "silent for"],
+            [
+                [
+                    f"<code>{escape(r['entity_id'])}</code>",
+                    escape(str(r["last_state"])),
+                    _time(r["last_updated"]),
+                    _duration(r["silent_hours"] * 3600),
+                ]
+                for r in listed
+            ],
+            numeric={3},
+        )
+        + more
+        + removed
+    )
 
 
 def _unavailable(report: dict[str, Any]) -> str:
     rows = report["unavailable"]
     note = "Time within the day in the <code>unavailable</code> state, from the intervals between consecutive states."
-    return (_section("unavailable", "Unavailable time per entity", note)
-            + _table(["entity", "unavailable", "share of the day", "", "times it became unavailable"],
-                     [[f"<code>{escape(r['entity_id'])}</code>", _duration(r["unavailable_seconds"]),
-                       _pct(r["share_of_day"]), _bar(r["share_of_day"], red=True), _n(r["became_unavailable"])]
-                      for r in rows[:MAX_LISTED]], numeric={1, 2, 4}))
+    return _section("unavailable", "Unavailable time per entity", note) + _table(
+        ["entity", "unavailable", "share of the day", "", "times it became unavailable"],
+        [
+            [
+                f"<code>{escape(r['entity_id'])}</code>",
+                _duration(r["unavailable_seconds"]),
+                _pct(r["share_of_day"]),
+                _bar(r["share_of_day"], red=True),
+                _n(r["became_unavailable"]),
+            ]
+            for r in rows[:MAX_LISTED]
+        ],
+        numeric={1, 2, 4},
+    )
 
 
 def _automation_graph(report: dict[str, Any], picture: bytes | None) -> str:
     graph = report.get("automation_graph") or {"png": None, "exists": False, "drawn_at": None}
     if picture is None:
-        return _section("automation-graph", "Automation graph",
-                        f"The picture does not exist yet: <code>{escape(str(graph['png']))}</code> is drawn by the "
-                        "<code>derived/automation_graph_nodes</code> asset, which has not run on this lake.")
+        return _section(
+            "automation-graph",
+            "Automation graph",
+            f"The picture does not exist yet: <code>{escape(str(graph['png']))}</code> is drawn by the "
+            "<code>derived/automation_graph_nodes</code> asset, which has not run on this lake.",
+        )
     data = base64.b64encode(picture).decode("ascii")
-    return (_section("automation-graph", "Automation graph")
-            + f'<figure><img alt="automation graph" src="data:image/png;base64,{data}">'
-            f"<figcaption>Triggers, actions, script calls and fired events of every automation and script (members of "
-            f"a cycle in red), as last drawn {_time(graph['drawn_at'])} from all days of the lake: "
-            f"<code>{escape(str(graph['png']))}</code>.</figcaption></figure>")
+    return (
+        _section("automation-graph", "Automation graph")
+        + f'<figure><img alt="automation graph" src="data:image/png;base64,{data}">'
+        f"<figcaption>Triggers, actions, script calls and fired events of every automation and script (members of "
+        f"a cycle in red), as last drawn {_time(graph['drawn_at'])} from all days of the lake: "
+        f"<code>{escape(str(graph['png']))}</code>.</figcaption></figure>"
+    )
 
 
 def render_html(report: dict[str, Any], picture: bytes | None = None) -> str:
@@ -303,12 +457,18 @@ def render_html(report: dict[str, Any], picture: bytes | None = None) -> str:
     homes = ", ".join(report["homes"]) or "no data"
     p = report["parameters"]
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>Data quality {escape(report['date'])}</title><style>{_CSS}</style></head><body><main>"
         f"<h1>Data quality · {escape(homes)} · {escape(report['date'])}</h1>"
-        f"<p class=\"sub\">UTC day {escape(report['date'])}. Gap threshold {_n(p['gap_minutes'])} min, silence "
+        f'<p class="sub">UTC day {escape(report["date"])}. Gap threshold {_n(p["gap_minutes"])} min, silence '
         f"threshold {_n(p['silent_after_hours'])} h, look-back {_n(p['lookback_days'])} days.</p>"
-        + _summary(report) + _completeness(report) + _validation(report) + _duplicates_and_lateness(report)
-        + _events(report) + _silence(report) + _unavailable(report) + _automation_graph(report, picture)
+        + _summary(report)
+        + _completeness(report)
+        + _validation(report)
+        + _duplicates_and_lateness(report)
+        + _events(report)
+        + _silence(report)
+        + _unavailable(report)
+        + _automation_graph(report, picture)
         + "</main></body></html>"
     )

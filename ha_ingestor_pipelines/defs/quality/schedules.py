@@ -13,7 +13,7 @@ from .assets import QUALITY_REPORT, VALIDATED_EVENTS, VALIDATED_STATES, VALIDATI
     target=dg.AssetSelection.assets(VALIDATED_EVENTS, VALIDATED_STATES, VALIDATION_QUARANTINE, QUALITY_REPORT),
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="At 00:30 UTC: validate the day that just ended again (late rows included) and write its quality "
-                "report.",
+    "report.",
 )
 def daily_quality_report(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     day = (context.scheduled_execution_time.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()

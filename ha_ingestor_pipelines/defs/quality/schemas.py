@@ -124,24 +124,41 @@ def _sorted(column: str) -> pl.Expr:
 
 
 VALIDATED_STATE_RULES: tuple[Rule, ...] = (
-    Rule("state_key_unique", "one row per (home, entity_id, last_updated)",
-         pl.struct("home", "entity_id", "last_updated").is_unique()),
+    Rule(
+        "state_key_unique",
+        "one row per (home, entity_id, last_updated)",
+        pl.struct("home", "entity_id", "last_updated").is_unique(),
+    ),
     Rule("sorted_by_event_time", "rows are in last_updated order", _sorted("last_updated")),
-    Rule("value_num_is_state_num", "value_num is the collector's state_num",
-         pl.col("value_num").eq_missing(pl.col("state_num"))),
-    Rule("normalized_when_numeric", "a numeric value has a normalised value and nothing else has",
-         pl.col("value_num").is_null() == pl.col("value_num_normalized").is_null()),
-    Rule("typed_value_present", "a state other than unknown/unavailable/removed has value_num or value_str",
-         pl.col("state").is_null() | pl.col("state").is_in(SENTINEL_STATES)
-         | pl.col("value_num").is_not_null() | pl.col("value_str").is_not_null()),
+    Rule(
+        "value_num_is_state_num",
+        "value_num is the collector's state_num",
+        pl.col("value_num").eq_missing(pl.col("state_num")),
+    ),
+    Rule(
+        "normalized_when_numeric",
+        "a numeric value has a normalised value and nothing else has",
+        pl.col("value_num").is_null() == pl.col("value_num_normalized").is_null(),
+    ),
+    Rule(
+        "typed_value_present",
+        "a state other than unknown/unavailable/removed has value_num or value_str",
+        pl.col("state").is_null()
+        | pl.col("state").is_in(SENTINEL_STATES)
+        | pl.col("value_num").is_not_null()
+        | pl.col("value_str").is_not_null(),
+    ),
 )
 VALIDATED_EVENT_RULES: tuple[Rule, ...] = (
     Rule("event_id_unique", "one row per event_id", pl.col("event_id").is_unique()),
     Rule("sorted_by_event_time", "rows are in time_fired order", _sorted("time_fired")),
 )
 UNIT_RULES: tuple[Rule, ...] = (
-    Rule("one_unit_per_entity", "an entity's normalised values share one unit within the day",
-         pl.col("unit_normalized").drop_nulls().n_unique().over("home", "entity_id") <= 1),
+    Rule(
+        "one_unit_per_entity",
+        "an entity's normalised values share one unit within the day",
+        pl.col("unit_normalized").drop_nulls().n_unique().over("home", "entity_id") <= 1,
+    ),
 )
 QUARANTINE_RULES: tuple[Rule, ...] = (
     Rule("table_known", "table is events or states", pl.col("table").is_in(("events", "states"))),
@@ -161,29 +178,63 @@ def _rule_check(rule: Rule, json_column: str | None) -> Any:
     return pa.dataframe_check(name=rule.name, description=rule.description)(check)
 
 
-def with_rules(name: str, columns: type[pa.DataFrameModel], rules: Sequence[Rule], json_column: str | None,
-               doc: str) -> type[pa.DataFrameModel]:
+def with_rules(
+    name: str, columns: type[pa.DataFrameModel], rules: Sequence[Rule], json_column: str | None, doc: str
+) -> type[pa.DataFrameModel]:
     """A DataFrameModel: the columns of ``columns`` plus one dataframe check per rule, named after it."""
     namespace: dict[str, Any] = {f"rule_{rule.name}": _rule_check(rule, json_column) for rule in rules}
     return type(name, (columns,), {"__doc__": doc, "__module__": __name__, **namespace})
 
 
-RawEvents = with_rules("RawEvents", RawEventColumns, EVENT_RULES, JSON_COLUMN["events"],
-                       "One day of the lake's events table as the collector wrote it.")
-RawStates = with_rules("RawStates", RawStateColumns, STATE_RULES, JSON_COLUMN["states"],
-                       "One day of the lake's states table as the collector wrote it.")
-RawRegistry = with_rules("RawRegistry", RawRegistryColumns, REGISTRY_RULES, JSON_COLUMN["registry"],
-                         "Registry and configuration snapshots as the collector wrote them.")
-ValidatedEvents = with_rules("ValidatedEvents", ValidatedEventColumns, EVENT_RULES + VALIDATED_EVENT_RULES,
-                             JSON_COLUMN["events"], "derived/validated_events: every event rule holds, "
-                             "one row per event, in time order.")
-ValidatedStates = with_rules("ValidatedStates", ValidatedStateColumns, STATE_RULES + VALIDATED_STATE_RULES,
-                             JSON_COLUMN["states"], "derived/validated_states: every state rule holds, "
-                             "one row per state, in time order, with consistent typed values.")
-NormalizedUnits = with_rules("NormalizedUnits", ValidatedStateColumns, UNIT_RULES, None,
-                             "derived/validated_states: one normalised unit per entity and day.")
-ValidationQuarantine = with_rules("ValidationQuarantine", QuarantineColumns, QUARANTINE_RULES, "row_json",
-                                  "derived/validation_quarantine: each row says which rules it failed.")
+RawEvents = with_rules(
+    "RawEvents",
+    RawEventColumns,
+    EVENT_RULES,
+    JSON_COLUMN["events"],
+    "One day of the lake's events table as the collector wrote it.",
+)
+RawStates = with_rules(
+    "RawStates",
+    RawStateColumns,
+    STATE_RULES,
+    JSON_COLUMN["states"],
+    "One day of the lake's states table as the collector wrote it.",
+)
+RawRegistry = with_rules(
+    "RawRegistry",
+    RawRegistryColumns,
+    REGISTRY_RULES,
+    JSON_COLUMN["registry"],
+    "Registry and configuration snapshots as the collector wrote them.",
+)
+ValidatedEvents = with_rules(
+    "ValidatedEvents",
+    ValidatedEventColumns,
+    EVENT_RULES + VALIDATED_EVENT_RULES,
+    JSON_COLUMN["events"],
+    "derived/validated_events: every event rule holds, one row per event, in time order.",
+)
+ValidatedStates = with_rules(
+    "ValidatedStates",
+    ValidatedStateColumns,
+    STATE_RULES + VALIDATED_STATE_RULES,
+    JSON_COLUMN["states"],
+    "derived/validated_states: every state rule holds, one row per state, in time order, with consistent typed values.",
+)
+NormalizedUnits = with_rules(
+    "NormalizedUnits",
+    ValidatedStateColumns,
+    UNIT_RULES,
+    None,
+    "derived/validated_states: one normalised unit per entity and day.",
+)
+ValidationQuarantine = with_rules(
+    "ValidationQuarantine",
+    QuarantineColumns,
+    QUARANTINE_RULES,
+    "row_json",
+    "derived/validation_quarantine: each row says which rules it failed.",
+)
 
 
 @dataclass(frozen=True)
@@ -210,16 +261,41 @@ MAX_RAW_FAILING_SHARE = 0.01
 
 SCHEMA_REGISTRY: tuple[SchemaEntry, ...] = (
     SchemaEntry(("lake", "registry"), "registry_contract", RawRegistry, "registry", derived=False, partitioned=False),
-    SchemaEntry(("derived", "validated_events"), "raw_events_contract", RawEvents, "events", derived=False,
-                max_failing_share=MAX_RAW_FAILING_SHARE),
-    SchemaEntry(("derived", "validated_events"), "validated_events_contract", ValidatedEvents, "validated_events",
-                derived=True),
-    SchemaEntry(("derived", "validated_states"), "raw_states_contract", RawStates, "states", derived=False,
-                max_failing_share=MAX_RAW_FAILING_SHARE),
-    SchemaEntry(("derived", "validated_states"), "validated_states_contract", ValidatedStates, "validated_states",
-                derived=True),
-    SchemaEntry(("derived", "validated_states"), "normalized_units_consistent", NormalizedUnits, "validated_states",
-                derived=True, blocking=False),
-    SchemaEntry(("derived", "validation_quarantine"), "validation_quarantine_contract", ValidationQuarantine,
-                "validation_quarantine", derived=True),
+    SchemaEntry(
+        ("derived", "validated_events"),
+        "raw_events_contract",
+        RawEvents,
+        "events",
+        derived=False,
+        max_failing_share=MAX_RAW_FAILING_SHARE,
+    ),
+    SchemaEntry(
+        ("derived", "validated_events"), "validated_events_contract", ValidatedEvents, "validated_events", derived=True
+    ),
+    SchemaEntry(
+        ("derived", "validated_states"),
+        "raw_states_contract",
+        RawStates,
+        "states",
+        derived=False,
+        max_failing_share=MAX_RAW_FAILING_SHARE,
+    ),
+    SchemaEntry(
+        ("derived", "validated_states"), "validated_states_contract", ValidatedStates, "validated_states", derived=True
+    ),
+    SchemaEntry(
+        ("derived", "validated_states"),
+        "normalized_units_consistent",
+        NormalizedUnits,
+        "validated_states",
+        derived=True,
+        blocking=False,
+    ),
+    SchemaEntry(
+        ("derived", "validation_quarantine"),
+        "validation_quarantine_contract",
+        ValidationQuarantine,
+        "validation_quarantine",
+        derived=True,
+    ),
 )

@@ -32,15 +32,17 @@ from .rules import (
 )
 from .typed_values import typed_values, with_decoded_attributes
 
-QUARANTINE_SCHEMA = pl.Schema({
-    "table": pl.String,
-    "home": pl.String,
-    "row_key": pl.String,
-    "event_time": pl.Datetime("us", "UTC"),
-    "received_at": pl.Datetime("us", "UTC"),
-    "failed_rules": pl.List(pl.String),
-    "row_json": pl.String,
-})
+QUARANTINE_SCHEMA = pl.Schema(
+    {
+        "table": pl.String,
+        "home": pl.String,
+        "row_key": pl.String,
+        "event_time": pl.Datetime("us", "UTC"),
+        "received_at": pl.Datetime("us", "UTC"),
+        "failed_rules": pl.List(pl.String),
+        "row_json": pl.String,
+    }
+)
 
 # Which copy of a duplicated state survives: HA's live event carries context and event id, a snapshot
 # carries all attributes, a backfilled row (HA's recorder) the least; then the first received.
@@ -52,8 +54,7 @@ DEFAULT_LATE_AFTER = dt.timedelta(minutes=10)
 COLLECT_ENGINE = "in-memory"
 
 LATENESS_COLUMNS = ("arrival_lag_s", "is_late", "is_out_of_order")
-TYPED_COLUMNS = ("unit", "value_num", "value_bool", "value_str", "value_ts", "value_num_normalized",
-                 "unit_normalized")
+TYPED_COLUMNS = ("unit", "value_num", "value_bool", "value_str", "value_ts", "value_num_normalized", "unit_normalized")
 
 _ATTRIBUTES = "_attrs"
 PASSES = "_passes"
@@ -72,8 +73,9 @@ class TableSpec:
     ordering_group: tuple[str, ...]
 
 
-STATES = TableSpec("states", STATE_RULES, "last_updated", "attributes", ("home", "entity_id", "last_updated"),
-                   ("home", "entity_id"))
+STATES = TableSpec(
+    "states", STATE_RULES, "last_updated", "attributes", ("home", "entity_id", "last_updated"), ("home", "entity_id")
+)
 EVENTS = TableSpec("events", EVENT_RULES, "time_fired", "data", ("event_id",), ("home",))
 
 
@@ -97,13 +99,16 @@ def check_rows(raw: pl.LazyFrame, spec: TableSpec, *, strict_json: bool) -> pl.L
     checked = raw.with_columns(json_object_flag(spec.json_column, strict=strict_json).alias(JSON_OBJECT_RULE_COLUMN))
     parse_input = pl.when(pl.col(JSON_OBJECT_RULE_COLUMN)).then(text)
     if spec.table == "states":
-        checked = with_decoded_attributes(checked, _ATTRIBUTES, strict=strict_json,
-                                          decodable=json_object_flag(spec.json_column, strict=strict_json))
+        checked = with_decoded_attributes(
+            checked, _ATTRIBUTES, strict=strict_json, decodable=json_object_flag(spec.json_column, strict=strict_json)
+        )
     elif not strict_json:
         # an empty struct makes polars parse the whole text and keep nothing
         checked = checked.with_columns(
-            (pl.col(JSON_OBJECT_RULE_COLUMN) & parse_input.str.json_decode(pl.Struct({})).is_not_null())
-            .alias(JSON_OBJECT_RULE_COLUMN))
+            (pl.col(JSON_OBJECT_RULE_COLUMN) & parse_input.str.json_decode(pl.Struct({})).is_not_null()).alias(
+                JSON_OBJECT_RULE_COLUMN
+            )
+        )
     return checked.with_columns(passes_all(spec.rules).alias(PASSES))
 
 
@@ -115,8 +120,9 @@ def failing_rows(checked: pl.LazyFrame, spec: TableSpec) -> pl.LazyFrame:
 def _row_key(spec: TableSpec) -> pl.Expr:
     if spec.table == "events":
         return pl.col("event_id")
-    return pl.concat_str([pl.col("entity_id"), pl.col("last_updated").dt.to_string("%Y-%m-%dT%H:%M:%S%.6f%:z")],
-                         separator="@")
+    return pl.concat_str(
+        [pl.col("entity_id"), pl.col("last_updated").dt.to_string("%Y-%m-%dT%H:%M:%S%.6f%:z")], separator="@"
+    )
 
 
 def quarantine_rows(rows: pl.LazyFrame, spec: TableSpec, raw_columns: list[str]) -> pl.LazyFrame:
@@ -136,13 +142,13 @@ def lateness(rows: pl.LazyFrame, spec: TableSpec, late_after: dt.timedelta) -> p
     """Add ``arrival_lag_s``, ``is_late`` and ``is_out_of_order`` to rows sorted by event time."""
     lag = pl.col("arrival_lag_s")
     live = pl.col("source") == "live" if spec.table == "states" else pl.lit(True)
-    later_rows_first_receipt = (pl.col("received_at").reverse().cum_min().reverse().shift(-1)
-                                .over(list(spec.ordering_group)))
+    later_rows_first_receipt = (
+        pl.col("received_at").reverse().cum_min().reverse().shift(-1).over(list(spec.ordering_group))
+    )
     return rows.with_columns(
         ((pl.col("received_at") - pl.col(spec.time_column)).dt.total_microseconds() / 1e6).alias("arrival_lag_s"),
     ).with_columns(
-        ((lag - lag.filter(live).median().over("home").fill_null(0.0)) > late_after.total_seconds())
-        .alias("is_late"),
+        ((lag - lag.filter(live).median().over("home").fill_null(0.0)) > late_after.total_seconds()).alias("is_late"),
         (pl.col("received_at") > later_rows_first_receipt).fill_null(False).alias("is_out_of_order"),
     )
 
@@ -152,8 +158,9 @@ def _first_of_run(key: tuple[str, ...]) -> pl.Expr:
     return pl.any_horizontal([pl.col(column).ne_missing(pl.col(column).shift(1)) for column in key]).fill_null(True)
 
 
-def split_day(raw: pl.LazyFrame, spec: TableSpec, *, strict_json: bool = False,
-              late_after: dt.timedelta = DEFAULT_LATE_AFTER) -> SplitDay:
+def split_day(
+    raw: pl.LazyFrame, spec: TableSpec, *, strict_json: bool = False, late_after: dt.timedelta = DEFAULT_LATE_AFTER
+) -> SplitDay:
     """Split one day of a raw table (``STATES`` or ``EVENTS``) into validated and quarantined rows.
 
     Validated rows keep the raw columns (plus, for states, ``TYPED_COLUMNS``) and ``LATENESS_COLUMNS``,
@@ -162,8 +169,11 @@ def split_day(raw: pl.LazyFrame, spec: TableSpec, *, strict_json: bool = False,
     """
     raw_columns = raw.collect_schema().names()
     checked = check_rows(raw, spec, strict_json=strict_json)
-    priority = (pl.col("source").replace_strict(SOURCE_PRIORITY, default=len(SOURCE_PRIORITY), return_dtype=pl.Int8)
-                if spec.table == "states" else pl.lit(0, pl.Int8))
+    priority = (
+        pl.col("source").replace_strict(SOURCE_PRIORITY, default=len(SOURCE_PRIORITY), return_dtype=pl.Int8)
+        if spec.table == "states"
+        else pl.lit(0, pl.Int8)
+    )
     ordered = (
         checked.filter(pl.col(PASSES))
         .with_columns(priority.alias(_PRIORITY))
@@ -171,21 +181,26 @@ def split_day(raw: pl.LazyFrame, spec: TableSpec, *, strict_json: bool = False,
         .with_columns(_first_of_run(spec.key).alias("_kept"))
     )
     duplicates = ordered.filter(~pl.col("_kept")).with_columns(
-        pl.lit([DUPLICATE_RULE.name], pl.List(pl.String)).alias("failed_rules"))
+        pl.lit([DUPLICATE_RULE.name], pl.List(pl.String)).alias("failed_rules")
+    )
     kept = ordered.filter(pl.col("_kept"))
     if spec.table == "states":
         kept = typed_values(kept, pl.col(_ATTRIBUTES))
     validated = lateness(kept, spec, late_after).select(
-        *raw_columns, *(TYPED_COLUMNS if spec.table == "states" else ()), *LATENESS_COLUMNS)
-    quarantine = pl.concat([
-        quarantine_rows(failing_rows(checked, spec), spec, raw_columns),
-        quarantine_rows(duplicates, spec, raw_columns),
-    ])
+        *raw_columns, *(TYPED_COLUMNS if spec.table == "states" else ()), *LATENESS_COLUMNS
+    )
+    quarantine = pl.concat(
+        [
+            quarantine_rows(failing_rows(checked, spec), spec, raw_columns),
+            quarantine_rows(duplicates, spec, raw_columns),
+        ]
+    )
     return SplitDay(validated=validated, quarantine=quarantine)
 
 
-def split_with_fallback(raw: pl.LazyFrame, spec: TableSpec, late_after: dt.timedelta) -> tuple[pl.DataFrame,
-                                                                                                 pl.DataFrame]:
+def split_with_fallback(
+    raw: pl.LazyFrame, spec: TableSpec, late_after: dt.timedelta
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``split_day`` with the fast JSON test, or, when a text fails to parse, the per-row one."""
     try:
         day = split_day(raw, spec, strict_json=False, late_after=late_after)

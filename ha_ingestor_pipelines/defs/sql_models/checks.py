@@ -22,8 +22,9 @@ def _assertion_check(project: SqlProject, model: Model, assertion: Assertion) ->
         name=assertion.name,
         description=leading_comment(assertion.sql) or f"No rows from the {assertion.name} query.",
         blocking=True,
-        additional_deps=[dg.AssetKey(list(key)) for key in project.upstream_asset_keys(frozenset(others))
-                         if key != model.asset_key],
+        additional_deps=[
+            dg.AssetKey(list(key)) for key in project.upstream_asset_keys(frozenset(others)) if key != model.asset_key
+        ],
         pool=POOL,
         metadata={"sql_file": str(assertion.path.relative_to(project.root.parent))},
     )
@@ -43,8 +44,11 @@ def _assertion_check(project: SqlProject, model: Model, assertion: Assertion) ->
 
 
 def build_checks(project: SqlProject) -> list[dg.AssetChecksDefinition]:
-    return [_assertion_check(project, project.models[name], assertion)
-            for name in project.order for assertion in project.models[name].assertions]
+    return [
+        _assertion_check(project, project.models[name], assertion)
+        for name in project.order
+        for assertion in project.models[name].assertions
+    ]
 
 
 @dg.definitions

@@ -34,8 +34,20 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _ASSERT_HEADER = re.compile(r"^--\s*@assert:\s*(\S+)\s*$", re.MULTILINE)
 # Table functions that read files behind the project's back: lineage would miss them.
 _FILE_READERS = (exp.ReadParquet, exp.ReadCSV)
-_FILE_READER_NAMES = {"read_parquet", "parquet_scan", "read_csv", "read_csv_auto", "read_json", "read_json_auto",
-                      "read_ndjson", "read_ndjson_auto", "read_text", "read_blob", "iceberg_scan", "delta_scan"}
+_FILE_READER_NAMES = {
+    "read_parquet",
+    "parquet_scan",
+    "read_csv",
+    "read_csv_auto",
+    "read_json",
+    "read_json_auto",
+    "read_ndjson",
+    "read_ndjson_auto",
+    "read_text",
+    "read_blob",
+    "iceberg_scan",
+    "delta_scan",
+}
 
 
 class SqlProjectError(ValueError):
@@ -138,7 +150,8 @@ def table_references(sql: str) -> frozenset[str]:
     for scope in traverse_scope(statements[0]):
         for table in scope.tables:
             if isinstance(table.this, _FILE_READERS) or (
-                    isinstance(table.this, exp.Func) and table.this.name.lower() in _FILE_READER_NAMES):
+                isinstance(table.this, exp.Func) and table.this.name.lower() in _FILE_READER_NAMES
+            ):
                 raise SqlProjectError(f"reads files directly ({table.sql(DIALECT)}); declare a source instead")
             if not isinstance(table.this, exp.Identifier):
                 continue  # a table function such as generate_series or range
@@ -164,9 +177,13 @@ def load_sources(path: Path) -> dict[str, Source]:
         contract = spec.get("contract")
         if contract is not None and contract not in SCHEMAS:
             raise SqlProjectError(f"{path}: source {name!r}: unknown lake contract {contract!r}")
-        sources[qualified] = Source(name=qualified, location=str(spec["location"]).strip("/"),
-                                    asset_key=tuple(spec["asset_key"]),
-                                    description=str(spec.get("description", "")).strip(), contract=contract)
+        sources[qualified] = Source(
+            name=qualified,
+            location=str(spec["location"]).strip("/"),
+            asset_key=tuple(spec["asset_key"]),
+            description=str(spec.get("description", "")).strip(),
+            contract=contract,
+        )
     return sources
 
 
@@ -185,13 +202,13 @@ def parse_assertions(path: Path) -> list[tuple[str, str]]:
     """``(name, sql)`` blocks of an assertion file, each headed by ``-- @assert: <name>``."""
     text = path.read_text()
     headers = list(_ASSERT_HEADER.finditer(text))
-    preamble = text[:headers[0].start()] if headers else text
+    preamble = text[: headers[0].start()] if headers else text
     if not headers or any(line.strip() and not line.strip().startswith("--") for line in preamble.splitlines()):
         raise SqlProjectError(f"{path}: every query must follow a '-- @assert: <name>' line")
     blocks = []
     for index, header in enumerate(headers):
         end = headers[index + 1].start() if index + 1 < len(headers) else len(text)
-        blocks.append((header.group(1), text[header.end():end].strip().rstrip(";").strip()))
+        blocks.append((header.group(1), text[header.end() : end].strip().rstrip(";").strip()))
     return blocks
 
 
@@ -229,8 +246,10 @@ def load_project(root: Path) -> SqlProject:
     def check_known(path: Path, tables: frozenset[str]) -> None:
         for table in sorted(tables - known):
             hint = " (models are referenced as schema.table)" if table.startswith(f"{DEFAULT_SCHEMA}.") else ""
-            raise SqlProjectError(f"{path}: unknown table {table!r}{hint}; it is neither a model nor a source "
-                                  f"declared in {root / SOURCES_FILE}")
+            raise SqlProjectError(
+                f"{path}: unknown table {table!r}{hint}; it is neither a model nor a source "
+                f"declared in {root / SOURCES_FILE}"
+            )
 
     models = {}
     for name, (path, sql, tables) in parsed.items():
@@ -252,10 +271,20 @@ def load_project(root: Path) -> SqlProject:
         if len({a.name for a in assertions}) != len(assertions):
             raise SqlProjectError(f"{assert_file}: assertion names must be unique")
         schema, table = name.split(".")
-        models[name] = Model(schema=schema, table=table, path=path, sql=sql, description=leading_comment(sql),
-                             tables=tables, assertions=tuple(assertions))
-    orphans = [path for path in root.rglob(f"*{ASSERT_SUFFIX}")
-               if f"{path.parent.name}.{path.name.removesuffix(ASSERT_SUFFIX)}" not in models]
+        models[name] = Model(
+            schema=schema,
+            table=table,
+            path=path,
+            sql=sql,
+            description=leading_comment(sql),
+            tables=tables,
+            assertions=tuple(assertions),
+        )
+    orphans = [
+        path
+        for path in root.rglob(f"*{ASSERT_SUFFIX}")
+        if f"{path.parent.name}.{path.name.removesuffix(ASSERT_SUFFIX)}" not in models
+    ]
     if orphans:
         raise SqlProjectError(f"{orphans[0]}: assertions without a model next to them")
 
@@ -270,8 +299,9 @@ def load_project(root: Path) -> SqlProject:
 
 def cached_project(root: Path) -> SqlProject:
     """``load_project``, parsed once per version of the files: the asset and check definitions share it."""
-    files = tuple(sorted((str(path), path.stat().st_mtime_ns, path.stat().st_size)
-                         for path in root.rglob("*") if path.is_file()))
+    files = tuple(
+        sorted((str(path), path.stat().st_mtime_ns, path.stat().st_size) for path in root.rglob("*") if path.is_file())
+    )
     return _load_version(root, files)
 
 

@@ -61,8 +61,9 @@ def writer_connection(database: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iter
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise WarehouseBusyError(f"{database}: another pipeline step kept the writer lock "
-                                             f"for {timeout_s:.0f} s") from None
+                    raise WarehouseBusyError(
+                        f"{database}: another pipeline step kept the writer lock for {timeout_s:.0f} s"
+                    ) from None
                 time.sleep(0.1)
         try:
             while True:
@@ -71,8 +72,10 @@ def writer_connection(database: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iter
                     break
                 except duckdb.IOException as error:
                     if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                        raise WarehouseBusyError(f"{database} is open in another process; readers should open "
-                                                 f"{snapshot_path(database)} instead ({error})") from error
+                        raise WarehouseBusyError(
+                            f"{database} is open in another process; readers should open "
+                            f"{snapshot_path(database)} instead ({error})"
+                        ) from error
                     time.sleep(0.5)
             try:
                 # date_trunc and casts to DATE follow the session zone: pin it so results never depend on the host
@@ -121,8 +124,7 @@ def source_view_sql(source: Source, lake_root: Path) -> str | None:
     return f"SELECT {', '.join(columns)}, CAST(NULL AS DATE) AS date WHERE false"
 
 
-def refresh_source_views(connection: duckdb.DuckDBPyConnection, sources: Iterable[Source],
-                         lake_root: Path) -> set[str]:
+def refresh_source_views(connection: duckdb.DuckDBPyConnection, sources: Iterable[Source], lake_root: Path) -> set[str]:
     """(Re)create one view per source; returns the sources that have no view because nothing landed yet."""
     missing = set()
     for source in sources:

@@ -27,13 +27,23 @@ def _by_day(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
 
 
 def _markdown(frame: pl.DataFrame) -> str:
-    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
-                   tbl_cols=-1, fmt_str_lengths=40):
+    with pl.Config(
+        tbl_formatting="MARKDOWN",
+        tbl_hide_column_data_types=True,
+        tbl_hide_dataframe_shape=True,
+        tbl_cols=-1,
+        fmt_str_lengths=40,
+    ):
         return str(frame)
 
 
-async def _pull(context: dg.AssetExecutionContext, lake: LakeResource, home_assistant: HomeAssistantResource,
-                period: Period, table: str) -> tuple[dict, pl.DataFrame]:
+async def _pull(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    home_assistant: HomeAssistantResource,
+    period: Period,
+    table: str,
+) -> tuple[dict, pl.DataFrame]:
     window = context.partition_time_window
     first_run = not any((lake.path / "derived" / table).glob("date=*/data.parquet"))
     days = _days(window.start, window.end)
@@ -54,16 +64,20 @@ async def _pull(context: dg.AssetExecutionContext, lake: LakeResource, home_assi
                     history[day] = rows.height
     for day in sorted(history):
         if daily_partitions.has_partition_key(day):  # so the UI shows the imported days as materialised
-            context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=day,
-                                                      metadata={"rows": history[day], "imported_by_run": True}))
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=context.asset_key, partition=day, metadata={"rows": history[day], "imported_by_run": True}
+                )
+            )
     window_rows = pl.concat([pl.read_parquet(lake.derived_file(table, day)) for day in days])
     resets = window_rows.filter(pl.col("meter_reset"))
     return {
         "rows": window_rows.height,
         "statistic_ids": window_rows["statistic_id"].n_unique(),
         "statistic_ids_in_home_assistant": len(home.metadata),
-        "meter_resets": dg.MetadataValue.json(resets.select("statistic_id", pl.col("start").cast(pl.String))
-                                              .to_dicts()),
+        "meter_resets": dg.MetadataValue.json(
+            resets.select("statistic_id", pl.col("start").cast(pl.String)).to_dicts()
+        ),
         "history_imported_days": len(history),
         "history_imported_rows": sum(history.values()),
         "history_first_day": min(history, default=None) or "",
@@ -82,26 +96,47 @@ def _statistics_asset(period: Period, description: str) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"parquet", "homeassistant"},
         description=description,
-        metadata={"dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in SCHEMA.items()])},
+        metadata={
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(name, str(dtype)) for name, dtype in SCHEMA.items()]
+            )
+        },
         check_specs=[
-            dg.AssetCheckSpec(CONSUMPTION_NOT_NEGATIVE, asset=["derived", table], blocking=True,
-                              description="A meter reset never turns into negative consumption."),
-            dg.AssetCheckSpec(ONE_ROW_PER_PERIOD, asset=["derived", table], blocking=True,
-                              description="One row per (home, statistic_id, start) in the partition."),
+            dg.AssetCheckSpec(
+                CONSUMPTION_NOT_NEGATIVE,
+                asset=["derived", table],
+                blocking=True,
+                description="A meter reset never turns into negative consumption.",
+            ),
+            dg.AssetCheckSpec(
+                ONE_ROW_PER_PERIOD,
+                asset=["derived", table],
+                blocking=True,
+                description="One row per (home, statistic_id, start) in the partition.",
+            ),
         ],
     )
-    def statistics(context: dg.AssetExecutionContext, lake: LakeResource,
-                   home_assistant: HomeAssistantResource) -> dg.MaterializeResult:
+    def statistics(
+        context: dg.AssetExecutionContext, lake: LakeResource, home_assistant: HomeAssistantResource
+    ) -> dg.MaterializeResult:
         metadata, rows = asyncio.run(_pull(context, lake, home_assistant, period, table))
         negative = rows.filter(pl.col("consumption") < 0)
         duplicates = rows.filter(pl.struct("home", "statistic_id", "start").is_duplicated())
-        return dg.MaterializeResult(metadata=metadata, check_results=[
-            dg.AssetCheckResult(check_name=CONSUMPTION_NOT_NEGATIVE, passed=negative.is_empty(),
-                                metadata={"negative_rows": negative.height}),
-            dg.AssetCheckResult(check_name=ONE_ROW_PER_PERIOD, passed=duplicates.is_empty(),
-                                metadata={"duplicate_rows": duplicates.height}),
-        ])
+        return dg.MaterializeResult(
+            metadata=metadata,
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=CONSUMPTION_NOT_NEGATIVE,
+                    passed=negative.is_empty(),
+                    metadata={"negative_rows": negative.height},
+                ),
+                dg.AssetCheckResult(
+                    check_name=ONE_ROW_PER_PERIOD,
+                    passed=duplicates.is_empty(),
+                    metadata={"duplicate_rows": duplicates.height},
+                ),
+            ],
+        )
 
     return statistics
 
@@ -110,8 +145,10 @@ statistics_hourly = _statistics_asset(
     HOUR,
     "Home Assistant's hourly long-term statistics (mean, min, max of measurements; state, sum, change of meters) "
     "for every statistic id, from `recorder/statistics_during_period`, with `consumption` per hour that a meter "
-    "reset never makes negative. The first run also imports every older hour HA holds (years).")
+    "reset never makes negative. The first run also imports every older hour HA holds (years).",
+)
 statistics_5minute = _statistics_asset(
     FIVE_MINUTE,
     "Home Assistant's 5-minute short-term statistics for every statistic id (HA keeps about 10 days of them); "
-    "the first run imports all HA still has.")
+    "the first run imports all HA still has.",
+)

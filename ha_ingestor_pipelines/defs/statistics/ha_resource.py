@@ -26,8 +26,9 @@ class HomeAssistantSession:
         try:
             return await self.connection.call(command, timeout=self.timeout_s, **params)
         except TimeoutError:
-            raise HomeAssistantError(f"Home Assistant did not answer {command} within {self.timeout_s:.0f} s "
-                                     f"(command_timeout_s)") from None
+            raise HomeAssistantError(
+                f"Home Assistant did not answer {command} within {self.timeout_s:.0f} s (command_timeout_s)"
+            ) from None
 
 
 class HomeAssistantResource(dg.ConfigurableResource):
@@ -40,8 +41,13 @@ class HomeAssistantResource(dg.ConfigurableResource):
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[HomeAssistantSession]:
-        connection = await HAConnection.open(self.url, self.token, on_frame=lambda frame, at: None,
-                                             on_command=lambda payload: None, max_frame_bytes=self.max_frame_bytes)
+        connection = await HAConnection.open(
+            self.url,
+            self.token,
+            on_frame=lambda frame, at: None,
+            on_command=lambda payload: None,
+            max_frame_bytes=self.max_frame_bytes,
+        )
         reader = asyncio.create_task(connection.read_forever())
         try:
             yield HomeAssistantSession(connection, self.command_timeout_s)

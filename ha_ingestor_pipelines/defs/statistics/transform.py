@@ -45,14 +45,28 @@ class StatisticRow(msgspec.Struct):
 statistics_decoder = msgspec.json.Decoder(dict[str, list[StatisticRow]])
 
 TIMESTAMP = pl.Datetime("us", "UTC")
-SCHEMA = pl.Schema({
-    "home": pl.String, "statistic_id": pl.String, "source": pl.String, "unit": pl.String,
-    "unit_class": pl.String, "has_mean": pl.Boolean, "has_sum": pl.Boolean,
-    "start": TIMESTAMP, "end": TIMESTAMP,
-    "mean": pl.Float64, "min": pl.Float64, "max": pl.Float64,
-    "last_reset": TIMESTAMP, "state": pl.Float64, "sum": pl.Float64, "change": pl.Float64,
-    "consumption": pl.Float64, "meter_reset": pl.Boolean,
-})
+SCHEMA = pl.Schema(
+    {
+        "home": pl.String,
+        "statistic_id": pl.String,
+        "source": pl.String,
+        "unit": pl.String,
+        "unit_class": pl.String,
+        "has_mean": pl.Boolean,
+        "has_sum": pl.Boolean,
+        "start": TIMESTAMP,
+        "end": TIMESTAMP,
+        "mean": pl.Float64,
+        "min": pl.Float64,
+        "max": pl.Float64,
+        "last_reset": TIMESTAMP,
+        "state": pl.Float64,
+        "sum": pl.Float64,
+        "change": pl.Float64,
+        "consumption": pl.Float64,
+        "meter_reset": pl.Boolean,
+    }
+)
 _FETCHED = [name for name in SCHEMA if name not in ("consumption", "meter_reset")]
 RESET_RATIO = 0.9
 
@@ -94,16 +108,21 @@ def with_consumption(frame: pl.DataFrame, known_prior: set[str] | frozenset[str]
     by_id = "statistic_id"
     first = pl.int_range(pl.len()).over(by_id) == 0
     change_known = (pl.col("change") != pl.col("sum")) | pl.col(by_id).is_in(list(known_prior))
-    previous_sum = (pl.when(first).then(pl.when(change_known).then(pl.col("sum") - pl.col("change")))
-                    .otherwise(pl.col("sum").shift(1).over(by_id)))
-    reset = ((pl.col("_prev") > 0) & (pl.col("sum") < RESET_RATIO * pl.col("_prev")))
+    previous_sum = (
+        pl.when(first)
+        .then(pl.when(change_known).then(pl.col("sum") - pl.col("change")))
+        .otherwise(pl.col("sum").shift(1).over(by_id))
+    )
+    reset = (pl.col("_prev") > 0) & (pl.col("sum") < RESET_RATIO * pl.col("_prev"))
     high_water = pl.max_horizontal(
         pl.col("sum").cum_max().shift(1).over(by_id, "_cycle"),
         pl.when(pl.col("_cycle") == 0).then(pl.col("_prev").first().over(by_id)),
     )
     consumption = (
-        pl.when(pl.col("sum").is_null() | pl.col("_prev").is_null()).then(None)
-        .when(pl.col("meter_reset")).then(pl.coalesce("state", "sum").clip(lower_bound=0.0))
+        pl.when(pl.col("sum").is_null() | pl.col("_prev").is_null())
+        .then(None)
+        .when(pl.col("meter_reset"))
+        .then(pl.coalesce("state", "sum").clip(lower_bound=0.0))
         .otherwise((pl.col("sum") - high_water).clip(lower_bound=0.0))
     )
     return (
