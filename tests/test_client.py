@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ha_ingestor_live.client import contains, websocket_url
 
 

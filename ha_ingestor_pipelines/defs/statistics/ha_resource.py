@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 import orjson
+
 from ha_ingestor_live.client import HAConnection, HomeAssistantError
 
 
