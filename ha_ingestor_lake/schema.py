@@ -23,6 +23,7 @@ EVENTS = pa.schema(
         ("entity_id", pa.string()),
         ("data", pa.string()),
         ("received_at", TIMESTAMP),
+        ("spool_seq", pa.int64()),
     ]
 )
 
@@ -44,6 +45,7 @@ STATES = pa.schema(
         ("source", pa.string()),
         ("event_id", pa.string()),
         ("received_at", TIMESTAMP),
+        ("spool_seq", pa.int64()),
     ]
 )
 
@@ -65,6 +67,7 @@ QUARANTINE = pa.schema(
         ("stage", pa.string()),
         ("reason", pa.string()),
         ("raw", pa.string()),
+        ("spool_seq", pa.int64()),
     ]
 )
 

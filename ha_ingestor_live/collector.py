@@ -120,7 +120,7 @@ class Collector:
         now = _iso(dt.datetime.now(dt.UTC))
         for part in damage:
             self.processor.quarantine(
-                now, "spool", f"{part.reason} in {part.segment.name} at byte {part.offset}", part.raw
+                now, None, "spool", f"{part.reason} in {part.segment.name} at byte {part.offset}", part.raw
             )
         self.spool.next_seq = max(self.spool.next_seq, self.lake.committed_seq + 1)
         if replayed or damage:

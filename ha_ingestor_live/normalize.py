@@ -93,7 +93,7 @@ def decode_event(raw: bytes) -> Event:
         raise MalformedMessage(f"unexpected event shape: {exc}") from exc
 
 
-def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, Row | None]:
+def event_rows(event: Event, received_at: str, spool_seq: int, home: str) -> tuple[Row, Row | None]:
     """The ``events`` row of one event and, for ``state_changed``, its ``states`` row.
 
     Every live event passes here: it is written flat, with few helper calls, for speed."""
@@ -131,9 +131,10 @@ def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, Row | No
                 "live",
                 eid,
                 received_at,
+                spool_seq,
             )
         else:
-            state = state_row(new, "live", received_at, home, eid, old.state if old else None, time_fired)
+            state = state_row(new, "live", received_at, spool_seq, home, eid, old.state if old else None, time_fired)
     elif '"entity_id"' in text:  # most events have none: skip the decode
         try:
             found = event_entity_decoder.decode(data).entity_id
@@ -156,6 +157,7 @@ def event_rows(event: Event, received_at: str, home: str) -> tuple[Row, Row | No
         entity_id,
         text,
         received_at,
+        spool_seq,
     )
     return row, state
 
@@ -164,6 +166,7 @@ def state_row(
     state: StateObject,
     source: str,
     received_at: str,
+    spool_seq: int,
     home: str,
     eid: str | None = None,
     old_state: str | None = None,
@@ -200,19 +203,20 @@ def state_row(
         source,
         eid,
         received_at,
+        spool_seq,
     )
 
 
-def snapshot_state_rows(result: bytes, received_at: str, home: str) -> list[Row]:
+def snapshot_state_rows(result: bytes, received_at: str, spool_seq: int, home: str) -> list[Row]:
     """``get_states`` result as ``states`` rows with source ``snapshot``."""
     try:
         states = state_list_decoder.decode(result)
     except msgspec.DecodeError as exc:
         raise MalformedMessage(f"unexpected get_states result: {exc}") from exc
-    return [state_row(state, "snapshot", received_at, home) for state in states]
+    return [state_row(state, "snapshot", received_at, spool_seq, home) for state in states]
 
 
-def history_state_rows(result: bytes, received_at: str, home: str) -> list[Row]:
+def history_state_rows(result: bytes, received_at: str, spool_seq: int, home: str) -> list[Row]:
     """``history/history_during_period`` result (compressed rows, unix times) as ``states`` rows."""
     try:
         history: dict[str, list[HistoryRow]] = history_decoder.decode(result)
@@ -248,6 +252,7 @@ def history_state_rows(result: bytes, received_at: str, home: str) -> list[Row]:
                     "backfill",
                     None,
                     received_at,
+                    spool_seq,
                 )
             )
             previous = entry.s

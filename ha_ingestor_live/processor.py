@@ -133,32 +133,33 @@ class Processor:
             for message in messages:
                 try:
                     if message.type == "event":
-                        handle_event(subscription, message, received_at)
+                        handle_event(subscription, message, received_at, record.seq)
                     else:
                         self._handle(record, message, received_at)
                         # a coalesced frame may hold the subscription's reply and then its first events
                         subscription = self.subscriptions.get(str(record.conn))
                 except MalformedMessage as exc:
-                    self.quarantine(
-                        received_at, "message", str(exc), raw_texts.get(id(message)) or msgspec.json.encode(message)
-                    )
+                    raw = raw_texts.get(id(message)) or msgspec.json.encode(message)
+                    self.quarantine(received_at, record.seq, "message", str(exc), raw)
                 except Exception as exc:  # a message we cannot handle must not stop the ones after it
                     log.exception("could not process a message of spool record %d", record.seq)
                     self.quarantine(
                         received_at,
+                        record.seq,
                         "message",
                         f"processing error: {exc!r}",
                         raw_texts.get(id(message)) or msgspec.json.encode(message),
                     )
         self.processed_seq = record.seq
 
-    def quarantine(self, received_at: str, stage: str, reason: str, raw: bytes) -> None:
+    def quarantine(self, received_at: str, spool_seq: int | None, stage: str, reason: str, raw: bytes) -> None:
+        """Land input that cannot become rows, with the reason; ``spool_seq`` is the record it came from (None for
+        bytes of a damaged spool, which no record holds)."""
         self._counts["quarantined"] += 1
         log.warning("quarantined (%s): %s", stage, reason)
         # QUARANTINE column order
-        self.lake.add(
-            "quarantine", (self.home, received_at, stage, reason, raw.decode("utf-8", "backslashreplace")), len(raw)
-        )
+        row = (self.home, received_at, stage, reason, raw.decode("utf-8", "backslashreplace"), spool_seq)
+        self.lake.add("quarantine", row, len(raw))
 
     def _forget_other_connections(self, conn: int) -> None:
         """Replies and events of a closed connection never come: drop what waited for them."""
@@ -185,7 +186,7 @@ class Processor:
         try:
             parsed = any_decoder.decode(record.payload)
         except msgspec.DecodeError:
-            self.quarantine(received_at, "frame", f"invalid JSON: {first_error}", record.payload)
+            self.quarantine(received_at, record.seq, "frame", f"invalid JSON: {first_error}", record.payload)
             return [], _NO_RAW_TEXTS
         messages, raw_texts = [], {}
         for item in parsed if isinstance(parsed, list) else [parsed]:
@@ -194,7 +195,7 @@ class Processor:
                 message = msgspec.json.decode(raw, type=EventEnvelope)
             except msgspec.DecodeError as exc:
                 what = "event" if isinstance(item, dict) and item.get("type") == "event" else "message"
-                self.quarantine(received_at, "frame", f"unexpected {what} shape: {exc}", raw)
+                self.quarantine(received_at, record.seq, "frame", f"unexpected {what} shape: {exc}", raw)
                 continue
             messages.append(message)
             raw_texts[id(message)] = raw
@@ -208,7 +209,7 @@ class Processor:
         elif message.type not in CONTROL_TYPES:
             raise MalformedMessage(f"unknown message type {message.type!r}")
 
-    def _handle_event(self, subscription: int | None, message: EventEnvelope, received_at: str) -> None:
+    def _handle_event(self, subscription: int | None, message: EventEnvelope, received_at: str, spool_seq: int) -> None:
         """The hot path: every live event passes here."""
         event = message.event
         if event is None:
@@ -218,7 +219,7 @@ class Processor:
         size = len(event.data)
         if size > self.max_message_bytes:
             raise MalformedMessage(f"event data of {size} bytes exceeds the {self.max_message_bytes}-byte limit")
-        row, state = event_rows(event, received_at, self.home)
+        row, state = event_rows(event, received_at, spool_seq, self.home)
         time_fired = row[EVENT_TIME_FIRED]
         lake = self.lake
         # the row is in schema order by construction: extend the batch directly, without add()'s width check
@@ -259,9 +260,13 @@ class Processor:
         elif kind == "get_config" and not self.home_override:
             self.home = home_from_config(result) or self.home
         if kind == "get_states":
-            self._add_new_states(snapshot_state_rows(result, received_at, self.home), record.seq, "snapshot")
+            self._add_new_states(
+                snapshot_state_rows(result, received_at, record.seq, self.home), record.seq, "snapshot"
+            )
         elif kind == "history/history_during_period":
-            added = self._add_new_states(history_state_rows(result, received_at, self.home), record.seq, "backfilled")
+            added = self._add_new_states(
+                history_state_rows(result, received_at, record.seq, self.home), record.seq, "backfilled"
+            )
             log.log(
                 logging.INFO if added else logging.DEBUG,
                 "backfill %s..%s: %d new state rows",

@@ -31,6 +31,7 @@ def _state(entity_id: str, last_updated: str, state: str = "1") -> tuple:
             "source": "live",
             "event_id": None,
             "received_at": "2026-11-26T00:00:00+00:00",
+            "spool_seq": 1,
         },
     )
 

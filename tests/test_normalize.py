@@ -34,7 +34,7 @@ def frames() -> list[dict]:
 
 def live_rows(event, home: str) -> tuple[dict, dict | None]:
     """``event_rows`` by column name."""
-    row, state = event_rows(event, RECEIVED, home)
+    row, state = event_rows(event, RECEIVED, 7, home)
     return row_as_dict("events", row), state and row_as_dict("states", state)
 
 
@@ -177,12 +177,12 @@ def test_malformed_events_raise_with_a_reason():
         b'{"entity_id":"sensor.x","new_state":{"entity_id":"sensor.x","state":5}}}'
     )
     with pytest.raises(MalformedMessage, match="state_changed"):
-        event_rows(decode_event(raw), RECEIVED, "h")
+        event_rows(decode_event(raw), RECEIVED, 7, "h")
 
 
 def test_snapshot_rows_from_real_get_states(recording):
     result = msgspec.json.encode(recording.initial_states)
-    rows = [row_as_dict("states", row) for row in snapshot_state_rows(result, RECEIVED, "h")]
+    rows = [row_as_dict("states", row) for row in snapshot_state_rows(result, RECEIVED, 7, "h")]
     assert len(rows) == len(recording.initial_states) > 100
     assert {r["source"] for r in rows} == {"snapshot"}
     assert any(r["entity_id"] == "vacuum.0_ground_floor" for r in rows)
@@ -194,7 +194,7 @@ def test_history_rows_use_recorder_times():
         b'{"s":"21","a":{},"lu":1795713790.5,"lc":1795713789.25}],"sensor.gone":[{"s":null,"a":{},'
         b'"lu":1795713791.0}]}'
     )
-    rows = [row_as_dict("states", row) for row in history_state_rows(result, RECEIVED, "h")]
+    rows = [row_as_dict("states", row) for row in history_state_rows(result, RECEIVED, 7, "h")]
     assert [r["last_updated"] for r in rows] == [
         "2026-11-26T17:23:02.123456+00:00",
         "2026-11-26T17:23:10.500000+00:00",

@@ -220,6 +220,7 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
                 "stage": "frame",
                 "reason": "not JSON",
                 "raw": "{not json",
+                "spool_seq": 1,
             }
         ]
     )

@@ -92,6 +92,7 @@ def test_views_over_the_lake_match_the_raw_files(warehouse, fixture_lake):
             "stage",
             "reason",
             "raw",
+            "spool_seq",
             "date",
         ]
         assert connection.execute("SELECT count(*) FROM quarantine").fetchall()[0][0] == 0

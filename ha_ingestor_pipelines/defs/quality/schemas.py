@@ -47,6 +47,7 @@ class RawEventColumns(pa.DataFrameModel):
     entity_id: pl.String = _nullable()
     data: pl.String = _nullable()
     received_at: UTC = _nullable()
+    spool_seq: pl.Int64 = _nullable()
 
     class Config:
         strict = True
@@ -69,6 +70,7 @@ class RawStateColumns(pa.DataFrameModel):
     source: pl.String = _nullable()
     event_id: pl.String = _nullable()
     received_at: UTC = _nullable()
+    spool_seq: pl.Int64 = _nullable()
 
     class Config:
         strict = True
