@@ -1,0 +1,225 @@
+"""One landed day into the raw Delta tables: read the collector's files, set bad ones aside, deduplicate.
+
+Only this loader reads the landing zone; everything else reads the Delta tables, so every reader sees
+the same rows. A file is set aside whole, with its path and the reason, into the ``quarantine`` table
+when it is not a committed file's name (``part-*``, ``session-*`` for collector_sessions), cannot be
+read (truncated, corrupt), or its schema does not match the contract (a column of another type, a
+column the contract does not have, a contract column missing that older files cannot lack). The
+day's other files still load.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ha_ingestor_lake.durable import fsync_path, write_json_atomically
+from ha_ingestor_lake.files import LandingFile, date_directories, landing_listing, table_locations
+from ha_ingestor_lake.schema import ADDED_COLUMNS, DATE_COLUMN, IDENTITY, PARTITION_TIME, SCHEMAS, table_schema
+
+# quarantine last: it records the files the other tables set aside
+RAW_TABLES = ("events", "states", "registry", "collector_sessions", "quarantine")
+SET_ASIDE_STAGE = "landing_file"
+# a pruned landing day keeps this marker: reloading it adds the remaining files to the table's rows
+PRUNED_MARKER = "_pruned.json"
+_READERS = max(2, os.cpu_count() or 2)
+
+
+class LandingFileError(ValueError):
+    """A landing file that cannot be loaded; the message is the reason recorded in quarantine."""
+
+
+@dataclass(frozen=True)
+class SetAside:
+    table: str
+    path: Path
+    collector_id: str | None
+    reason: str
+
+
+@dataclass
+class DayLoad:
+    """What one table's day holds after loading: rows ready for the Delta table and what was set aside."""
+
+    table: str
+    date: str
+    rows: pa.Table
+    files: list[Path] = field(default_factory=list)
+    set_aside: list[SetAside] = field(default_factory=list)
+    landed_rows: int = 0
+    duplicates: int = 0
+
+
+def _normalised(data_type: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(data_type):
+        data_type = data_type.value_type
+    return pa.string() if pa.types.is_large_string(data_type) else data_type
+
+
+def schema_mismatch(table: str, schema: pa.Schema) -> str | None:
+    """Why a file of ``schema`` does not match ``table``'s contract; None when it does."""
+    contract = SCHEMAS[table]
+    problems = []
+    for column in schema:
+        if column.name not in contract.names:
+            problems.append(f"unexpected column {column.name} ({column.type})")
+        elif _normalised(column.type) != contract.field(column.name).type:
+            problems.append(f"column {column.name} is {column.type}, the contract says {contract.field(column.name).type}")
+    missing = [name for name in contract.names if name not in schema.names and name not in ADDED_COLUMNS[table]]
+    if missing:
+        problems.append(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    return "; ".join(problems) or None
+
+
+def read_landing_file(table: str, path: Path) -> pa.Table:
+    """The file's rows in the contract's columns (columns added to the contract later are null in older
+    files); raises ``LandingFileError`` with the reason when it cannot be loaded."""
+    try:
+        data = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise LandingFileError(f"unreadable Parquet: {error}") from error
+    reason = schema_mismatch(table, data.schema)
+    if reason is not None:
+        raise LandingFileError(f"schema does not match the {table} contract: {reason}")
+    contract = SCHEMAS[table]
+    columns = [
+        data.column(name).cast(contract.field(name).type)
+        if name in data.column_names
+        else pa.nulls(data.num_rows, contract.field(name).type)
+        for name in contract.names
+    ]
+    return pa.Table.from_arrays(columns, schema=contract)
+
+
+def _with_lineage(table: str, rows: pa.Table, collector_id: str, date: str) -> pa.Table:
+    schema = table_schema(table)
+    if "collector_id" not in rows.column_names:
+        rows = rows.append_column("collector_id", pa.array([collector_id] * rows.num_rows, pa.string()))
+    return rows.append_column(
+        DATE_COLUMN, pa.array([dt.date.fromisoformat(date)] * rows.num_rows, pa.date32())
+    ).select(schema.names)
+
+
+def deduplicate(table: str, rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per identity: the first landed, or for collector_sessions the newest version of the row."""
+    if table == "collector_sessions":
+        rows = rows.sort("updated_at", descending=True, nulls_last=True, maintain_order=True)
+    return rows.unique(subset=list(IDENTITY[table]), keep="first", maintain_order=True)
+
+
+def _landing_files(lake_root: Path, table: str, date: str) -> tuple[list[LandingFile], list[Path]]:
+    files, strays = [], []
+    for location in table_locations(lake_root, (table,)):
+        directory = date_directories(lake_root, location).get(date)
+        if directory is not None:
+            listing = landing_listing(directory, location)
+            files += listing.files
+            strays += listing.strays
+    return files, strays
+
+
+def was_pruned(lake_root: Path, table: str, date: str) -> bool:
+    """Whether landing retention removed loaded files of this day (the table then holds rows landing has not)."""
+    return any(
+        (directory / PRUNED_MARKER).exists()
+        for location in table_locations(lake_root, (table,))
+        if (directory := date_directories(lake_root, location).get(date)) is not None
+    )
+
+
+def load_day(
+    lake_root: Path,
+    table: str,
+    date: str,
+    kept: pl.DataFrame | None = None,
+    set_aside_elsewhere: list[SetAside] | None = None,
+) -> DayLoad:
+    """Read every landing file of ``table`` for ``date`` (all registry kinds for ``registry``), set aside what
+    cannot be loaded, and deduplicate on the table's identity. ``kept``: rows the table already holds for a
+    day whose landing files were pruned; ``set_aside_elsewhere`` (quarantine only): the files the other
+    tables set aside that day, recorded as quarantine rows."""
+    files, strays = _landing_files(lake_root, table, date)
+    load = DayLoad(table, date, table_schema(table).empty_table())
+    for stray in strays:
+        prefix = "session-" if table == "collector_sessions" else "part-"
+        load.set_aside.append(
+            SetAside(table, stray, None, f"not a committed {table} file (a landing file is named {prefix}*.parquet)")
+        )
+
+    def read(landing: LandingFile) -> pa.Table | SetAside:
+        try:
+            return _with_lineage(table, read_landing_file(table, landing.path), landing.collector_id, date)
+        except LandingFileError as error:
+            return SetAside(table, landing.path, landing.collector_id, str(error))
+
+    parts = []
+    with ThreadPoolExecutor(_READERS) as pool:  # pyarrow decodes without the GIL: the files load side by side
+        for landing, result in zip(files, pool.map(read, files), strict=True):
+            if isinstance(result, SetAside):
+                load.set_aside.append(result)
+            else:
+                parts.append(result)
+                load.files.append(landing.path)
+    landed = pa.concat_tables(parts) if parts else load.rows
+    load.landed_rows = landed.num_rows
+    frame = pl.from_arrow(landed)
+    assert isinstance(frame, pl.DataFrame)
+    if kept is not None:
+        frame = pl.concat([kept.select(frame.columns).cast(frame.schema), frame])
+    if table == "quarantine":
+        recorded = pl.from_arrow(set_aside_rows(lake_root, (set_aside_elsewhere or []) + load.set_aside, date))
+        assert isinstance(recorded, pl.DataFrame)
+        frame = pl.concat([frame, recorded.cast(frame.schema)])
+    unique = deduplicate(table, frame)
+    load.duplicates = frame.height - unique.height
+    load.rows = unique.sort(PARTITION_TIME[table], maintain_order=True, nulls_last=True).to_arrow()
+    return load
+
+
+def set_aside_rows(lake_root: Path, set_aside: list[SetAside], date: str) -> pa.Table:
+    """Quarantine rows for files set aside: the path (relative to the lake root) as ``raw``, the reason."""
+    schema = table_schema("quarantine")
+    rows = [
+        {
+            "home": None,
+            "received_at": _modified_at(item.path),
+            "stage": SET_ASIDE_STAGE,
+            "reason": f"{item.table}: {item.reason}",
+            "raw": str(item.path.relative_to(lake_root)),
+            "spool_seq": None,
+            "collector_id": item.collector_id,
+            DATE_COLUMN: dt.date.fromisoformat(date),
+        }
+        for item in set_aside
+    ]
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _modified_at(path: Path) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+    except FileNotFoundError:
+        return None
+
+
+def prune_landing(lake_root: Path, table: str, date: str, loaded: list[Path]) -> int:
+    """Delete a day's loaded landing files (they are in the table now); a marker in each directory records
+    it, so a later load of the day keeps the table's rows instead of replacing them with what is left.
+    Files set aside are kept for a person to look at."""
+    directories = {path.parent for path in loaded}
+    for directory in directories:
+        marker = directory / PRUNED_MARKER
+        if not marker.exists():
+            write_json_atomically(marker, {"pruned_at": dt.datetime.now(dt.UTC).isoformat(), "table": table})
+    for path in loaded:
+        path.unlink(missing_ok=True)
+    for directory in directories:
+        fsync_path(directory)
+    return len(loaded)
