@@ -125,6 +125,10 @@ IDENTITY: dict[str, tuple[str, ...]] = {
     "quarantine": tuple(QUARANTINE.names),
 }
 
+# Of several state rows with one identity, the one kept: the richest source first (a live row has the event's
+# context and every attribute), then the first received
+STATE_SOURCE_PRIORITY = {"live": 0, "snapshot": 1, "backfill": 2}
+
 # Columns the contract gained after files had been written: a landing file may lack them (null there).
 ADDED_COLUMNS: dict[str, frozenset[str]] = {
     "events": frozenset({"spool_seq"}),

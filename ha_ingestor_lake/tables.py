@@ -174,7 +174,9 @@ class TableStore:
         if table is None:
             return False
         needle = f"'{day}'"
-        return any(needle in str(commit.get("operationParameters", {}).get("predicate", "")) for commit in table.history())
+        return any(
+            needle in str(commit.get("operationParameters", {}).get("predicate", "")) for commit in table.history()
+        )
 
     def optimize(self, name: str, day: str | None = None) -> dict[str, Any]:
         """Compact the small files of one day (or the whole table) with Delta's ``optimize``; readers keep
@@ -182,7 +184,9 @@ class TableStore:
         table = self.table(name)
         if table is None:
             return {}
-        filters = [(DATE_COLUMN, "=", day)] if day is not None and DATE_COLUMN in table.metadata().partition_columns else None
+        filters = (
+            [(DATE_COLUMN, "=", day)] if day is not None and DATE_COLUMN in table.metadata().partition_columns else None
+        )
         return table.optimize.compact(partition_filters=filters, target_size=OPTIMIZE_TARGET_BYTES)
 
     def vacuum(self, name: str, retention_hours: int = DEFAULT_VACUUM_RETENTION_HOURS) -> list[str]:

@@ -25,9 +25,9 @@ class LakeResource(dg.ConfigurableResource):
     """The lake: ``root`` is the collector's landing zone (local, ``HA_INGESTOR_LAKE``, default ``./data/lake``),
     which only the table loader reads; ``tables`` is where the Delta tables live (``HA_INGESTOR_TABLES``,
     default ``<root>/tables``): a local directory or ``s3://bucket/prefix`` on an S3-compatible object store
-    reached with the ``s3_*`` settings (``HA_INGESTOR_S3_*``). Every other reader and writer goes through the Delta tables: raw ones
-    (``events``, ``states``, ``registry``, ``quarantine``, ``collector_sessions``) and derived ones, each
-    ``<tables>/<name>``, partitioned by ``date`` (UTC) when they are daily."""
+    reached with the ``s3_*`` settings (``HA_INGESTOR_S3_*``). Every other reader and writer goes through the
+    Delta tables: raw ones (``events``, ``states``, ``registry``, ``quarantine``, ``collector_sessions``) and
+    derived ones, each ``<tables>/<name>``, partitioned by ``date`` (UTC) when they are daily."""
 
     root: str = "./data/lake"
     tables: str = ""
@@ -65,31 +65,31 @@ class LakeResource(dg.ConfigurableResource):
     def scan_raw(self, location: str, date: str) -> pl.LazyFrame:
         """One day of a raw table in the landing contract's columns (``registry/<kind>`` for one registry
         kind); an empty frame of those columns when nothing was loaded."""
-        return self.scan_raw_days(location, [date]).select(SCHEMAS[location.split("/")[0]].names)
+        return self.scan_raw_days(location, [date])
 
     def scan_raw_days(self, location: str, dates: Iterable[str] | None = None) -> pl.LazyFrame:
-        """Several days (every day by default) of a raw table, with its ``collector_id`` and ``date`` columns."""
+        """Several days (every day by default) of a raw table in the landing contract's columns."""
+        return self._scan_raw_table(location, dates).select(SCHEMAS[location.split("/")[0]].names)
+
+    def scan_raw_by_collector(self, location: str, dates: Iterable[str]) -> pl.LazyFrame:
+        """Several days of a raw table with a ``collector_id`` column: the collector that wrote each row."""
+        names = SCHEMAS[location.split("/")[0]].names
+        return self._scan_raw_table(location, dates).select([*names, "collector_id"])
+
+    def scan_collector_sessions(self) -> pl.LazyFrame:
+        """Every row of ``collector_sessions`` (one per collector session, its newest version)."""
+        return self.scan_raw_days("collector_sessions")
+
+    def _scan_raw_table(self, location: str, dates: Iterable[str] | None) -> pl.LazyFrame:
         table, _, kind = location.partition("/")
         frame = self.store.scan(table)
         if frame is None:
-            empty = _empty(table)
-            if "collector_id" not in empty.collect_schema():
-                empty = empty.with_columns(pl.lit(None, pl.String).alias("collector_id"))
-            return empty.with_columns(pl.lit(None, pl.Date).alias(DATE_COLUMN))
+            return _empty(table).with_columns(pl.lit(None, pl.String).alias("collector_id"))
         if dates is not None:
             frame = frame.filter(pl.col(DATE_COLUMN).is_in([_day(d) for d in sorted(set(dates))]))
         if kind:
             frame = frame.filter(pl.col("kind") == kind)
         return frame
-
-    def scan_raw_by_collector(self, location: str, dates: Iterable[str]) -> pl.LazyFrame:
-        """Several days of a raw table with a ``collector_id`` column: the collector that wrote each row."""
-        names = SCHEMAS[location.split("/")[0]].names
-        return self.scan_raw_days(location, dates).select([*names, "collector_id"])
-
-    def scan_collector_sessions(self) -> pl.LazyFrame:
-        """Every row of ``collector_sessions`` (one per collector session, its newest version)."""
-        return self.scan_raw_days("collector_sessions").select(SCHEMAS["collector_sessions"].names)
 
     def raw_dates(self, location: str) -> list[str]:
         """The days a raw table holds rows for (``registry/<kind>``: of that kind)."""

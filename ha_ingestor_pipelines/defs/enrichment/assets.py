@@ -5,8 +5,6 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from ha_ingestor_lake.schema import DATE_COLUMN, EVENTS, REGISTRY
-
 from ..common.asset_keys import (
     DIMENSION_KEYS,
     ENRICHED_STATES,
@@ -52,13 +50,12 @@ DIMENSION_DESCRIPTIONS = {
 
 def build_dimensions(lake: LakeResource) -> dict[str, pl.DataFrame]:
     """All six dimensions from every registry snapshot in the lake (and the events around them)."""
-    registry = lake.scan_raw_days("registry").filter(pl.col("kind").is_in(list(DIMENSIONS)))
-    snapshots = registry.select(REGISTRY.names)
-    snapshot_days = {day.isoformat() for day in registry.select(pl.col(DATE_COLUMN).unique()).collect()[DATE_COLUMN]}
+    snapshots = pl.concat([lake.scan_raw_days(f"registry/{kind}") for kind in DIMENSIONS])
+    snapshot_days = {day for kind in DIMENSIONS for day in lake.raw_dates(f"registry/{kind}")}
     # renames and clock offsets: the events of the snapshot days (a re-fetch lands the day of its change,
     # or the next one around midnight)
     nearby = {neighbour_day(day, offset) for day in snapshot_days for offset in (-1, 0)}
-    events = lake.scan_raw_days("events", nearby).select(EVENTS.names)
+    events = lake.scan_raw_days("events", nearby)
     clock = snapshot_clock(snapshots, events).collect().lazy()
     dimensions = {kind: registry_history(snapshots, spec, clock) for kind, spec in DIMENSIONS.items()}
     dimensions["entities"] = apply_entity_renames(dimensions["entities"], rename_events(events).collect())
@@ -173,7 +170,7 @@ def enriched_states(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
     time since the entity's previous row, event frequency, peak usage hours, zone, and the area's latest
     temperature and humidity. Each UTC day replaced whole in the Delta table ``enriched_states``."""
     dims = load_dimensions(lake)
-    settings = home_settings(lake.scan_raw_days("registry/core_config").select(REGISTRY.names))
+    settings = home_settings(lake.scan_raw_days("registry/core_config"))
     written, input_rows, output_rows, lost = [], 0, 0, []
     for day in context.partition_keys:
         # every step after the scan blocks (as-of joins, per-entity windows): the in-memory engine does the

@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from ha_ingestor_lake.schema import EVENTS, REGISTRY, STATES
 from ha_ingestor_lake.tables import AUTOMATION_GRAPH_PICTURE
 
 from ..common.asset_keys import (
@@ -125,16 +124,10 @@ def runs_of_day(lake: LakeResource, day: str) -> pl.DataFrame:
         datetime.fromisoformat(f"{neighbour_day(day, 1)}T00:00:00+00:00"),
     )
     before, after = neighbour_day(day, -1), neighbour_day(day, 1)
-    events = (
-        lake.scan_raw_days("events", [before, day, after])
-        .filter(pl.col("time_fired").is_between(window[0] - RUN_MARGIN, window[1] + RUN_MARGIN, closed="left"))
-        .select(EVENTS.names)
+    events = lake.scan_raw_days("events", [before, day, after]).filter(
+        pl.col("time_fired").is_between(window[0] - RUN_MARGIN, window[1] + RUN_MARGIN, closed="left")
     )
-    states = (
-        lake.scan_raw_days("states", [day, after])
-        .filter(pl.col("last_updated") < window[1] + RUN_MARGIN)
-        .select(STATES.names)
-    )
+    states = lake.scan_raw_days("states", [day, after]).filter(pl.col("last_updated") < window[1] + RUN_MARGIN)
     return automation_runs(events, states, window)
 
 
@@ -206,12 +199,7 @@ def automation_runs_by_day(context: dg.AssetExecutionContext, lake: LakeResource
 def automation_graph_tables(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[dg.MaterializeResult]:
     """The automation graph from the latest automation and script configs in the lake plus every day of
     ``automation_runs``; also renders ``<lake>/reports/automation_graph.png``."""
-    configs = (
-        lake.scan_raw_days("registry")
-        .filter(pl.col("kind").is_in(["automations", "scripts"]))
-        .select(REGISTRY.names)
-        .collect()
-    )
+    configs = pl.concat([lake.scan_raw_days("registry/automations"), lake.scan_raw_days("registry/scripts")]).collect()
     config_nodes, config_edges = config_graph(configs)
     stored_runs = lake.scan_derived(_name(AUTOMATION_RUNS))
     runs = (

@@ -124,7 +124,10 @@ def lake_tables(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterat
                     else f"{len(set_aside)} landing files set aside into lake/quarantine (stage landing_file)",
                     metadata={
                         "set_aside": dg.MetadataValue.json(
-                            [{"path": str(item.path.relative_to(lake.path)), "reason": item.reason} for item in set_aside]
+                            [
+                                {"path": str(item.path.relative_to(lake.path)), "reason": item.reason}
+                                for item in set_aside
+                            ]
                         )
                     },
                 )

@@ -22,7 +22,15 @@ import pyarrow.parquet as pq
 
 from ha_ingestor_lake.durable import fsync_path, write_json_atomically
 from ha_ingestor_lake.files import LandingFile, date_directories, landing_listing, table_locations
-from ha_ingestor_lake.schema import ADDED_COLUMNS, DATE_COLUMN, IDENTITY, PARTITION_TIME, SCHEMAS, table_schema
+from ha_ingestor_lake.schema import (
+    ADDED_COLUMNS,
+    DATE_COLUMN,
+    IDENTITY,
+    PARTITION_TIME,
+    SCHEMAS,
+    STATE_SOURCE_PRIORITY,
+    table_schema,
+)
 
 # quarantine last: it records the files the other tables set aside
 RAW_TABLES = ("events", "states", "registry", "collector_sessions", "quarantine")
@@ -71,7 +79,9 @@ def schema_mismatch(table: str, schema: pa.Schema) -> str | None:
         if column.name not in contract.names:
             problems.append(f"unexpected column {column.name} ({column.type})")
         elif _normalised(column.type) != contract.field(column.name).type:
-            problems.append(f"column {column.name} is {column.type}, the contract says {contract.field(column.name).type}")
+            problems.append(
+                f"column {column.name} is {column.type}, the contract says {contract.field(column.name).type}"
+            )
     missing = [name for name in contract.names if name not in schema.names and name not in ADDED_COLUMNS[table]]
     if missing:
         problems.append(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
@@ -102,15 +112,21 @@ def _with_lineage(table: str, rows: pa.Table, collector_id: str, date: str) -> p
     schema = table_schema(table)
     if "collector_id" not in rows.column_names:
         rows = rows.append_column("collector_id", pa.array([collector_id] * rows.num_rows, pa.string()))
-    return rows.append_column(
-        DATE_COLUMN, pa.array([dt.date.fromisoformat(date)] * rows.num_rows, pa.date32())
-    ).select(schema.names)
+    return rows.append_column(DATE_COLUMN, pa.array([dt.date.fromisoformat(date)] * rows.num_rows, pa.date32())).select(
+        schema.names
+    )
 
 
 def deduplicate(table: str, rows: pl.DataFrame) -> pl.DataFrame:
-    """One row per identity: the first landed, or for collector_sessions the newest version of the row."""
+    """One row per identity: for states the richest source then the first received (as validation keeps it),
+    for collector_sessions the newest version of the row, otherwise the first landed."""
     if table == "collector_sessions":
         rows = rows.sort("updated_at", descending=True, nulls_last=True, maintain_order=True)
+    elif table == "states":
+        priority = pl.col("source").replace_strict(
+            STATE_SOURCE_PRIORITY, default=len(STATE_SOURCE_PRIORITY), return_dtype=pl.Int8
+        )
+        rows = rows.sort(priority, pl.col("received_at"), nulls_last=True, maintain_order=True)
     return rows.unique(subset=list(IDENTITY[table]), keep="first", maintain_order=True)
 
 

@@ -6,8 +6,6 @@ import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
-from ha_ingestor_lake.schema import REGISTRY
-
 from ..common.asset_keys import VALIDATED_EVENTS, VALIDATED_STATES, VALIDATION_QUARANTINE, table_name
 from ..common.lake_resource import LakeResource
 from ..common.partitions import daily_partitions
@@ -25,7 +23,7 @@ def load_checked_table(lake: LakeResource, entry: SchemaEntry, date: str | None)
         frame = lake.scan_day(entry.table, date or "")
         return frame.collect() if frame is not None and lake.has_day(entry.table, date or "") else None
     if entry.table == "registry":
-        return lake.scan_raw_days("registry").select(REGISTRY.names).collect()
+        return lake.scan_raw_days("registry").collect()
     return lake.scan_raw(entry.table, date or "").collect()
 
 
@@ -129,7 +127,9 @@ contract_checks = [build_contract_check(entry) for entry in SCHEMA_REGISTRY]
 def rows_accounted_for(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     date = context.partition_key
     quarantine = lake.scan_day(table_name(VALIDATION_QUARANTINE), date)
-    quarantined = dict(quarantine.group_by("table").agg(pl.len()).collect().iter_rows()) if quarantine is not None else {}
+    quarantined = (
+        dict(quarantine.group_by("table").agg(pl.len()).collect().iter_rows()) if quarantine is not None else {}
+    )
     accounts: dict[str, dict[str, int | None]] = {}
     for table, key in (("events", VALIDATED_EVENTS), ("states", VALIDATED_STATES)):
         validated = lake.scan_day(table_name(key), date) if lake.has_day(table_name(key), date) else None

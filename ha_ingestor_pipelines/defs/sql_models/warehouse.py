@@ -28,7 +28,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-
 from deltalake import DeltaTable
 
 from ha_ingestor_lake.schema import table_schema
@@ -126,8 +125,10 @@ def _contract_columns(source: Source) -> pa.Schema | None:
 
 
 def _empty_relation(columns: pa.Schema) -> str:
-    return "SELECT " + ", ".join(f"CAST(NULL AS {_duckdb_type(f.type)}) AS {_quote(f.name)}" for f in columns) + (
-        " WHERE false"
+    return (
+        "SELECT "
+        + ", ".join(f"CAST(NULL AS {_duckdb_type(f.type)}) AS {_quote(f.name)}" for f in columns)
+        + (" WHERE false")
     )
 
 
@@ -135,8 +136,10 @@ def _snapshot_reader(table: DeltaTable) -> str:
     """``read_parquet`` over exactly the files of the table's current version: no glob, so no file an older
     or a newer version holds (optimize leaves the files it replaced in place until vacuum)."""
     files = ", ".join(_literal(uri) for uri in table.file_uris())
-    hive = "hive_partitioning = true, hive_types = {'date': DATE}" if table.metadata().partition_columns else (
-        "hive_partitioning = false"
+    hive = (
+        "hive_partitioning = true, hive_types = {'date': DATE}"
+        if table.metadata().partition_columns
+        else ("hive_partitioning = false")
     )
     return f"read_parquet([{files}], {hive}, union_by_name = true)"
 
@@ -173,9 +176,7 @@ def _materialise_source(connection: duckdb.DuckDBPyConnection, source: Source, s
         connection.execute(f"CREATE OR REPLACE TABLE {name} AS {_empty_relation(contract)}")
         return True
     connection.execute("CREATE TABLE IF NOT EXISTS main._lake_versions (source VARCHAR PRIMARY KEY, version BIGINT)")
-    copied = connection.execute(
-        "SELECT version FROM main._lake_versions WHERE source = ?", [source.name]
-    ).fetchall()
+    copied = connection.execute("SELECT version FROM main._lake_versions WHERE source = ?", [source.name]).fetchall()
     exists = connection.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?", [source.schema, source.table]
     ).fetchall()[0][0]
@@ -194,16 +195,17 @@ def _materialise_source(connection: duckdb.DuckDBPyConnection, source: Source, s
 
 def _drop(connection: duckdb.DuckDBPyConnection, source: Source, kind: str) -> None:
     """Drop the source's relation when it is of ``kind`` (a source moved between local and remote storage)."""
-    catalog = "duckdb_views()" if kind == "VIEW" else "duckdb_tables()"
+    catalog, column = ("duckdb_views()", "view_name") if kind == "VIEW" else ("duckdb_tables()", "table_name")
     found = connection.execute(
-        f"SELECT count(*) FROM {catalog} WHERE schema_name = ? AND {'view_name' if kind == 'VIEW' else 'table_name'} = ?",
-        [source.schema, source.table],
+        f"SELECT count(*) FROM {catalog} WHERE schema_name = ? AND {column} = ?", [source.schema, source.table]
     ).fetchall()[0][0]
     if found:
         connection.execute(f"DROP {kind} {_quote(source.schema)}.{_quote(source.table)}")
 
 
-def refresh_source_views(connection: duckdb.DuckDBPyConnection, sources: Iterable[Source], store: TableStore) -> set[str]:
+def refresh_source_views(
+    connection: duckdb.DuckDBPyConnection, sources: Iterable[Source], store: TableStore
+) -> set[str]:
     """(Re)create one relation per source over its Delta table's current version: a view over the version's
     files for local tables, a copy of the version for tables on an object store. Returns the sources that
     have none because nothing was loaded yet."""
