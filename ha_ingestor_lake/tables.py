@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.fs as pafs
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from .schema import DATE_COLUMN
@@ -32,6 +32,10 @@ AUTOMATION_GRAPH_PICTURE = Path("reports") / "automation_graph.png"
 DEFAULT_VACUUM_RETENTION_HOURS = 168
 # optimize's target: a day of a busy home's states is a handful of files
 OPTIMIZE_TARGET_BYTES = 128 * 1024 * 1024
+
+
+# zstd like the landing zone; row groups of 128k rows keep DuckDB's and polars' row-group pruning useful
+_WRITER = WriterProperties(compression="ZSTD", max_row_group_size=128 * 1024)
 
 
 class TableAccessError(RuntimeError):
@@ -128,6 +132,7 @@ class TableStore:
             "mode": "overwrite",
             "schema_mode": "merge",
             "storage_options": self._options(),
+            "writer_properties": _WRITER,
         }
         if partitioned:
             arguments["partition_by"] = [DATE_COLUMN]
@@ -161,9 +166,8 @@ class TableStore:
         if column not in actions.column_names:
             return []
         counts = actions.group_by(column).aggregate([("num_records", "sum")])
-        return sorted(
-            str(day) for day, rows in zip(*counts.to_pydict().values(), strict=True) if day is not None and rows
-        )
+        days, rows = counts.column(column).to_pylist(), counts.column("num_records_sum").to_pylist()
+        return sorted(str(day) for day, count in zip(days, rows, strict=True) if day is not None and count)
 
     def has_day(self, name: str, day: str) -> bool:
         """Whether ``day`` of ``name`` was ever written (a day written empty holds no file, so its commit is
@@ -187,7 +191,9 @@ class TableStore:
         filters = (
             [(DATE_COLUMN, "=", day)] if day is not None and DATE_COLUMN in table.metadata().partition_columns else None
         )
-        return table.optimize.compact(partition_filters=filters, target_size=OPTIMIZE_TARGET_BYTES)
+        return table.optimize.compact(
+            partition_filters=filters, target_size=OPTIMIZE_TARGET_BYTES, writer_properties=_WRITER
+        )
 
     def vacuum(self, name: str, retention_hours: int = DEFAULT_VACUUM_RETENTION_HOURS) -> list[str]:
         """Delete files no version newer than ``retention_hours`` needs; returns the files removed."""
