@@ -74,6 +74,8 @@ class TableStore:
 
     root: str
     storage_options: dict[str, str] = field(default_factory=dict)
+    # the size a write cuts its data files at (delta-rs' default when None)
+    target_file_bytes: int | None = None
 
     def uri(self, name: str) -> str:
         return table_uri(self.root, name)
@@ -133,6 +135,7 @@ class TableStore:
             "schema_mode": "merge",
             "storage_options": self._options(),
             "writer_properties": _WRITER,
+            "target_file_size": self.target_file_bytes,
         }
         if partitioned:
             arguments["partition_by"] = [DATE_COLUMN]
