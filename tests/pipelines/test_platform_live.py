@@ -97,7 +97,9 @@ def test_the_platform_collects_and_runs_the_pipelines_on_its_own(tmp_path):
         assert (tmp_path / "data" / "lake" / "states" / f"date={partition}").is_dir()
         # the run loaded the day into the Delta tables, which the README's query reads
         lake = tmp_path / "data" / "lake"
-        states = pl.scan_delta(str(lake / "tables" / "states")).filter(pl.col("date") == dt.date.fromisoformat(partition))
+        states = pl.scan_delta(str(lake / "tables" / "states")).filter(
+            pl.col("date") == dt.date.fromisoformat(partition)
+        )
         assert states.select(pl.len()).collect().item() > 0
         query = subprocess.run(
             [sys.executable, "-c", README_QUERY], cwd=tmp_path, capture_output=True, text=True, timeout=120

@@ -4,15 +4,14 @@ import datetime as dt
 from collections.abc import Iterator
 
 import dagster as dg
-import polars as pl
 import pyarrow as pa
 
-from ha_ingestor_lake.schema import DATE_COLUMN, SCHEMAS, table_schema
+from ha_ingestor_lake.schema import SCHEMAS, table_schema
 
 from ..common.asset_keys import LANDING_KEYS, RAW_TABLE_KEYS
 from ..common.lake_resource import LakeResource
 from ..common.partitions import daily_partitions
-from .load import RAW_TABLES, DayLoad, load_day, prune_landing, was_pruned
+from .load import RAW_TABLES, LoadedDay, load_landing_day, prune_landing
 
 LANDING_FILES_CHECK = "landing_files_loaded"
 
@@ -81,36 +80,32 @@ def lake_tables(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterat
     """Load each landed day into the raw Delta tables: every landing file read once, bad files set aside into
     quarantine, rows deduplicated on their identity, and the day replaced in one Delta transaction per table
     (a rerun gives the same rows)."""
-    loads: dict[str, list[DayLoad]] = {table: [] for table in RAW_TABLES}
-    versions: dict[str, int] = {}
+    loads: dict[str, list[LoadedDay]] = {table: [] for table in RAW_TABLES}
     for date in context.partition_keys:
-        set_aside = []
-        for table in RAW_TABLES:
-            load = load_day(lake.path, table, date, _kept_rows(lake, table, date), set_aside)
-            set_aside += load.set_aside
-            versions[table] = lake.store.write(table, load.rows, day=date)
-            loads[table].append(load)
+        day = load_landing_day(lake.path, lake.store, date)
+        for load in day:
+            loads[load.table].append(load)
             context.log.info(
                 "%s %s: %d rows from %d files (%d duplicates dropped, %d files set aside)",
-                table,
+                load.table,
                 date,
-                load.rows.num_rows,
+                load.rows,
                 len(load.files),
                 load.duplicates,
                 len(load.set_aside),
             )
-        _apply_retention(context, lake, date, [loads[t][-1] for t in RAW_TABLES])
+        _apply_retention(context, lake, date, day)
     for table in RAW_TABLES:
         set_aside = [item for load in loads[table] for item in load.set_aside]
         yield dg.MaterializeResult(
             asset_key=RAW_TABLE_KEYS[table],
             metadata={
-                "dagster/row_count": sum(load.rows.num_rows for load in loads[table]),
+                "dagster/row_count": sum(load.rows for load in loads[table]),
                 "landing_files": sum(len(load.files) for load in loads[table]),
                 "landed_rows": sum(load.landed_rows for load in loads[table]),
                 "duplicates_dropped": sum(load.duplicates for load in loads[table]),
                 "files_set_aside": len(set_aside),
-                "delta_version": versions[table],
+                "delta_version": loads[table][-1].version,
                 "path": dg.MetadataValue.path(lake.store.uri(table)),
             },
             check_results=[
@@ -135,17 +130,7 @@ def lake_tables(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterat
         )
 
 
-def _kept_rows(lake: LakeResource, table: str, date: str) -> pl.DataFrame | None:
-    """The rows of a day whose landing files retention deleted: the table is then the only copy of them."""
-    if not was_pruned(lake.path, table, date):
-        return None
-    frame = lake.store.scan(table)
-    if frame is None:
-        return None
-    return frame.filter(pl.col(DATE_COLUMN) == dt.date.fromisoformat(date)).collect()
-
-
-def _apply_retention(context: dg.AssetExecutionContext, lake: LakeResource, date: str, loads: list[DayLoad]) -> None:
+def _apply_retention(context: dg.AssetExecutionContext, lake: LakeResource, date: str, loads: list[LoadedDay]) -> None:
     if lake.landing_retention_days < 0:
         return
     age = dt.datetime.now(dt.UTC).date() - dt.date.fromisoformat(date)

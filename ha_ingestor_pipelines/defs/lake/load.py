@@ -31,6 +31,7 @@ from ha_ingestor_lake.schema import (
     STATE_SOURCE_PRIORITY,
     table_schema,
 )
+from ha_ingestor_lake.tables import TableStore
 
 # quarantine last: it records the files the other tables set aside
 RAW_TABLES = ("events", "states", "registry", "collector_sessions", "quarantine")
@@ -38,10 +39,7 @@ SET_ASIDE_STAGE = "landing_file"
 # a pruned landing day keeps this marker: reloading it adds the remaining files to the table's rows
 PRUNED_MARKER = "_pruned.json"
 _READERS = max(2, os.cpu_count() or 2)
-
-
-class LandingFileError(ValueError):
-    """A landing file that cannot be loaded; the message is the reason recorded in quarantine."""
+_FILE = "_landing_file"
 
 
 @dataclass(frozen=True)
@@ -88,32 +86,62 @@ def schema_mismatch(table: str, schema: pa.Schema) -> str | None:
     return "; ".join(problems) or None
 
 
-def read_landing_file(table: str, path: Path) -> pa.Table:
-    """The file's rows in the contract's columns (columns added to the contract later are null in older
-    files); raises ``LandingFileError`` with the reason when it cannot be loaded."""
+def check_landing_file(table: str, landing: LandingFile) -> SetAside | None:
+    """Why a landing file cannot be loaded (its footer unreadable, its schema not the contract's); None when
+    its schema conforms."""
     try:
-        data = pq.read_table(path)
+        schema = pq.read_schema(landing.path)
     except (pa.ArrowException, OSError) as error:
-        raise LandingFileError(f"unreadable Parquet: {error}") from error
-    reason = schema_mismatch(table, data.schema)
-    if reason is not None:
-        raise LandingFileError(f"schema does not match the {table} contract: {reason}")
-    contract = SCHEMAS[table]
-    columns = [
-        data.column(name).cast(contract.field(name).type)
-        if name in data.column_names
-        else pa.nulls(data.num_rows, contract.field(name).type)
-        for name in contract.names
-    ]
-    return pa.Table.from_arrays(columns, schema=contract)
+        return SetAside(table, landing.path, landing.collector_id, f"unreadable Parquet: {error}")
+    reason = schema_mismatch(table, schema)
+    if reason is None:
+        return None
+    return SetAside(table, landing.path, landing.collector_id, f"schema does not match the {table} contract: {reason}")
 
 
-def _with_lineage(table: str, rows: pa.Table, collector_id: str, date: str) -> pa.Table:
-    schema = table_schema(table)
-    if "collector_id" not in rows.column_names:
-        rows = rows.append_column("collector_id", pa.array([collector_id] * rows.num_rows, pa.string()))
-    return rows.append_column(DATE_COLUMN, pa.array([dt.date.fromisoformat(date)] * rows.num_rows, pa.date32())).select(
-        schema.names
+def _scan(table: str, files: list[LandingFile]) -> pl.LazyFrame:
+    """The files' rows in the contract's columns (a column older files lack is null there), with the collector
+    of each row's file."""
+    collectors = {str(landing.path): landing.collector_id for landing in files}
+    frame = pl.scan_parquet(
+        list(collectors),
+        schema=_polars_schema(table),
+        missing_columns="insert",
+        extra_columns="raise",
+        include_file_paths=_FILE,
+    )
+    if table != "collector_sessions":
+        frame = frame.with_columns(
+            pl.col(_FILE).replace_strict(collectors, return_dtype=pl.String).alias("collector_id")
+        )
+    return frame.drop(_FILE)
+
+
+def _read(table: str, files: list[LandingFile]) -> tuple[pl.DataFrame, list[SetAside]]:
+    """All the files' rows at once; when one body is unreadable (a corrupt page behind a good footer), each file
+    alone, to set aside exactly the bad ones."""
+    try:
+        return _scan(table, files).collect(), []
+    except (pl.exceptions.PolarsError, OSError):
+        pass
+    readable, unreadable = [], []
+    for landing in files:
+        try:
+            readable.append(_scan(table, [landing]).collect())
+        except (pl.exceptions.PolarsError, OSError) as error:
+            unreadable.append(SetAside(table, landing.path, landing.collector_id, f"unreadable Parquet: {error}"))
+    return pl.concat(readable) if readable else _empty(table), unreadable
+
+
+def _polars_schema(table: str) -> pl.Schema:
+    return pl.Schema(pl.from_arrow(SCHEMAS[table].empty_table()).schema)
+
+
+def _empty(table: str) -> pl.DataFrame:
+    frame = pl.from_arrow(SCHEMAS[table].empty_table())
+    assert isinstance(frame, pl.DataFrame)
+    return (
+        frame if "collector_id" in frame.columns else frame.with_columns(pl.lit(None, pl.String).alias("collector_id"))
     )
 
 
@@ -169,24 +197,16 @@ def load_day(
             SetAside(table, stray, None, f"not a committed {table} file (a landing file is named {prefix}*.parquet)")
         )
 
-    def read(landing: LandingFile) -> pa.Table | SetAside:
-        try:
-            return _with_lineage(table, read_landing_file(table, landing.path), landing.collector_id, date)
-        except LandingFileError as error:
-            return SetAside(table, landing.path, landing.collector_id, str(error))
-
-    parts = []
-    with ThreadPoolExecutor(_READERS) as pool:  # pyarrow decodes without the GIL: the files load side by side
-        for landing, result in zip(files, pool.map(read, files), strict=True):
-            if isinstance(result, SetAside):
-                load.set_aside.append(result)
-            else:
-                parts.append(result)
-                load.files.append(landing.path)
-    landed = pa.concat_tables(parts) if parts else load.rows
-    load.landed_rows = landed.num_rows
-    frame = pl.from_arrow(landed)
-    assert isinstance(frame, pl.DataFrame)
+    with ThreadPoolExecutor(_READERS) as pool:  # footers are read without the GIL: side by side
+        checks = list(pool.map(lambda landing: check_landing_file(table, landing), files))
+    load.set_aside += [check for check in checks if check is not None]
+    conforming = [landing for landing, check in zip(files, checks, strict=True) if check is None]
+    frame, unreadable = _read(table, conforming) if conforming else (_empty(table), [])
+    load.set_aside += unreadable
+    bad = {item.path for item in unreadable}
+    load.files = [landing.path for landing in conforming if landing.path not in bad]
+    load.landed_rows = frame.height
+    frame = frame.with_columns(pl.lit(dt.date.fromisoformat(date)).alias(DATE_COLUMN)).select(table_schema(table).names)
     if kept is not None:
         frame = pl.concat([kept.select(frame.columns).cast(frame.schema), frame])
     if table == "quarantine":
@@ -239,3 +259,52 @@ def prune_landing(lake_root: Path, table: str, date: str, loaded: list[Path]) ->
     for directory in directories:
         fsync_path(directory)
     return len(loaded)
+
+
+@dataclass(frozen=True)
+class LoadedDay:
+    """What loading one table's day wrote (its rows are released once written)."""
+
+    table: str
+    date: str
+    rows: int
+    files: list[Path]
+    set_aside: list[SetAside]
+    landed_rows: int
+    duplicates: int
+    version: int
+
+
+def load_landing_day(lake_root: Path, store: TableStore, date: str) -> list[LoadedDay]:
+    """Load one landed day into every raw table, one Delta transaction per table (quarantine last, with the
+    files the others set aside). Memory holds one table's day at a time."""
+    loaded: list[LoadedDay] = []
+    set_aside: list[SetAside] = []
+    for table in RAW_TABLES:
+        load = load_day(lake_root, table, date, _kept_rows(lake_root, store, table, date), set_aside)
+        set_aside += load.set_aside
+        version = store.write(table, load.rows, day=date)
+        loaded.append(
+            LoadedDay(
+                table,
+                date,
+                load.rows.num_rows,
+                load.files,
+                load.set_aside,
+                load.landed_rows,
+                load.duplicates,
+                version,
+            )
+        )
+        del load
+    return loaded
+
+
+def _kept_rows(lake_root: Path, store: TableStore, table: str, date: str) -> pl.DataFrame | None:
+    """The rows of a day whose landing files retention deleted: the table is then the only copy of them."""
+    if not was_pruned(lake_root, table, date):
+        return None
+    frame = store.scan(table)
+    if frame is None:
+        return None
+    return frame.filter(pl.col(DATE_COLUMN) == dt.date.fromisoformat(date)).collect()
