@@ -17,7 +17,6 @@ that opened the old snapshot keep reading it; the next connection gets the new o
 from __future__ import annotations
 
 import fcntl
-import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -30,6 +29,7 @@ import duckdb
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from ha_ingestor_lake.durable import replace_durably
 from ha_ingestor_lake.schema import table_schema
 from ha_ingestor_lake.tables import TableStore, is_remote
 
@@ -285,9 +285,7 @@ def publish_snapshot(connection: duckdb.DuckDBPyConnection, database: Path) -> P
             connection.execute(f"COPY FROM DATABASE {_quote(catalog)} TO snapshot_staging")
         finally:
             connection.execute("DETACH snapshot_staging")
-        with open(staging, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(staging, target)
+        replace_durably(staging, target)
     finally:
         staging.unlink(missing_ok=True)
         staging.with_name(f"{staging.name}.wal").unlink(missing_ok=True)
