@@ -111,13 +111,20 @@ def test_bad_landing_files_are_set_aside_and_the_day_still_loads(lake_root):
     older = lake_root / "states" / f"date={day}" / part_name(900_000_000_010, 900_000_000_010, "older")
     extra = expected_states.head(3).with_columns(pl.col("last_updated") + dt.timedelta(microseconds=7))
     pq.write_table(extra.select([n for n in STATES.names if n != "spool_seq"]).to_arrow(), older)
+    # a tool that writes times without a zone: taken as UTC
+    naive = lake_root / "states" / f"date={day}" / part_name(900_000_000_011, 900_000_000_011, "naive")
+    shifted = expected_states.head(2).with_columns(pl.col("last_updated") + dt.timedelta(microseconds=9))
+    pq.write_table(
+        shifted.select(STATES.names).with_columns(pl.col("last_updated").dt.replace_time_zone(None)).to_arrow(), naive
+    )
     hostile = _hostile_files(lake_root, day)
 
     result = load(lake_root, day)
     assert result.success  # bad files never stop the day
     states = table(lake, "states", day)
-    assert states.height == expected_states.height + 3
+    assert states.height == expected_states.height + 3 + 2
     assert states.filter(pl.col("collector_id") == "older")["spool_seq"].is_null().all()
+    assert sorted(states.filter(pl.col("collector_id") == "naive")["last_updated"]) == sorted(shifted["last_updated"])
     assert states.select(IDENTITY["states"]).is_unique().all()
 
     quarantined = table(lake, "quarantine", day).filter(pl.col("stage") == SET_ASIDE_STAGE)
