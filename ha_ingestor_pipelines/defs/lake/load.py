@@ -40,6 +40,7 @@ SET_ASIDE_STAGE = "landing_file"
 PRUNED_MARKER = "_pruned.json"
 _READERS = max(2, os.cpu_count() or 2)
 _FILE = "_landing_file"
+_ROW = "_row"
 
 
 @dataclass(frozen=True)
@@ -148,16 +149,31 @@ def _empty(table: str) -> pl.DataFrame:
 
 
 def deduplicate(table: str, rows: pl.DataFrame) -> pl.DataFrame:
-    """One row per identity: for states the richest source then the first received (as validation keeps it),
-    for collector_sessions the newest version of the row, otherwise the first landed."""
+    """One row per identity, in partition-time order: for states the richest source then the first received
+    (as validation keeps it), for collector_sessions the newest version of the row, otherwise the first
+    landed. The choice is made on a narrow frame of keys and row numbers, so the wide rows are copied once."""
+    identity, time = list(IDENTITY[table]), PARTITION_TIME[table]
+    order: list[pl.Expr] = []
+    descending = False
     if table == "collector_sessions":
-        rows = rows.sort("updated_at", descending=True, nulls_last=True, maintain_order=True)
+        order, descending = [pl.col("updated_at")], True
     elif table == "states":
-        priority = pl.col("source").replace_strict(
-            STATE_SOURCE_PRIORITY, default=len(STATE_SOURCE_PRIORITY), return_dtype=pl.Int8
-        )
-        rows = rows.sort(priority, pl.col("received_at"), nulls_last=True, maintain_order=True)
-    return rows.unique(subset=list(IDENTITY[table]), keep="first", maintain_order=True)
+        order = [
+            pl.col("source").replace_strict(
+                STATE_SOURCE_PRIORITY, default=len(STATE_SOURCE_PRIORITY), return_dtype=pl.Int8
+            ),
+            pl.col("received_at"),
+        ]
+    narrow = rows.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias(_ROW),
+        *{*identity, time},
+        *[expression.alias(f"_order{n}") for n, expression in enumerate(order)],
+    )
+    if order:
+        keys = [f"_order{n}" for n in range(len(order))]
+        narrow = narrow.sort(keys, descending=descending, nulls_last=True, maintain_order=True)
+    kept = narrow.unique(subset=identity, keep="first", maintain_order=True)
+    return rows[kept.sort(time, nulls_last=True, maintain_order=True)[_ROW]]
 
 
 def _landing_files(lake_root: Path, table: str, date: str) -> tuple[list[LandingFile], list[Path]]:
@@ -224,7 +240,8 @@ def load_day(
         frame = pl.concat([frame, recorded.cast(frame.schema)])
     unique = deduplicate(table, frame)
     load.duplicates = frame.height - unique.height
-    load.rows = unique.sort(PARTITION_TIME[table], maintain_order=True, nulls_last=True).to_arrow()
+    del frame
+    load.rows = unique.to_arrow()
     return load
 
 
