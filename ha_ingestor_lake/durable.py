@@ -24,9 +24,14 @@ def write_bytes_atomically(path: Path, data: bytes) -> None:
     temp = path.with_name(path.name + ".tmp")
     with open(temp, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    replace_durably(temp, path)
+
+
+def replace_durably(written: Path, path: Path) -> None:
+    """Put the finished file ``written`` in the place of ``path`` for good: fsync it, rename it over ``path``,
+    fsync the directory (the one way this project publishes a whole file)."""
+    fsync_path(written)
+    os.replace(written, path)
     fsync_path(path.parent)
 
 

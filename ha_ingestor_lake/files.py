@@ -1,10 +1,9 @@
-"""The raw lake's file names and the one rule readers need once files are compacted.
+"""The landing zone's file names: what the collector commits, and what the table loader accepts.
 
 A committed file is ``part-<first_seq>-<last_seq>-<collector_id>.parquet``: the rows one collector
-committed for one (table, date) from that range of its spool sequence numbers. The collector's own
-files never overlap. A compacted file carries the union of its inputs' ranges, so while its inputs
-still exist (between its rename and their unlink, or after a crash in between) they lie inside its
-range: such a file is *superseded* and readers skip it.
+committed for one (table, date) from that range of its spool sequence numbers; a collector's files
+never overlap. ``collector_sessions`` holds ``session-<session_id>-<collector_id>.parquet``, one per
+session, replaced whole while the session runs. Files are never rewritten once committed.
 """
 
 from __future__ import annotations
@@ -14,9 +13,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .schema import COLLECTOR_SESSIONS_LOCATION
+
 PART_NAME = re.compile(r"^part-(\d+)-(\d+)-([A-Za-z0-9_]+)\.parquet$")
-# the collector id at the end of a part file's path (for readers that match paths, e.g. polars' str.extract)
-COLLECTOR_OF_PART_PATH = r"part-\d+-\d+-([A-Za-z0-9_]+)\.parquet$"
+SESSION_NAME = re.compile(r"^session-(\d+)-([A-Za-z0-9_]+)\.parquet$")
+# a file the loader leaves alone without setting it aside: a commit in flight, or the loader's own marker
+_IN_FLIGHT_SUFFIX = ".tmp"
+_LOADER_PREFIX = "_"
 
 
 @dataclass(frozen=True, order=True)
@@ -39,7 +42,7 @@ def part_name(first_seq: int, last_seq: int, collector_id: str) -> str:
 
 
 def part_files(directory: Path) -> list[PartFile]:
-    """Every committed part file of one ``date=`` directory, superseded ones included, in seq order."""
+    """Every committed part file of one ``date=`` directory, in seq order."""
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
@@ -47,37 +50,47 @@ def part_files(directory: Path) -> list[PartFile]:
     return sorted(part for entry in entries if (part := PartFile.parse(Path(entry.path))) is not None)
 
 
-def split_superseded(parts: list[PartFile]) -> tuple[list[PartFile], list[PartFile]]:
-    """(live, superseded): a file is superseded when another file of its collector covers its range."""
-    live, superseded = [], []
-    widest: dict[str, tuple[int, int]] = {}  # collector -> (first, last) of the widest-reaching range so far
-    for part in sorted(parts, key=lambda p: (p.collector_id, p.first_seq, -p.last_seq)):
-        reach = widest.get(part.collector_id)
-        # sorted by first_seq, so every earlier range starts at or before this one
-        if reach is not None and reach[1] >= part.last_seq and reach != (part.first_seq, part.last_seq):
-            superseded.append(part)
-        else:
-            live.append(part)
-        if reach is None or part.last_seq > reach[1]:
-            widest[part.collector_id] = (part.first_seq, part.last_seq)
-    return sorted(live), sorted(superseded)
+@dataclass(frozen=True)
+class LandingFile:
+    """A committed landing file and the collector that wrote it (from its name)."""
+
+    path: Path
+    collector_id: str
 
 
-def live_files(directory: Path) -> list[Path]:
-    """The files a reader of one ``date=`` directory should read: each committed row exactly once."""
-    return [part.path for part in split_superseded(part_files(directory))[0]]
+@dataclass(frozen=True)
+class LandingListing:
+    """One ``date=`` directory of one landing location: the files a loader reads, and the strays it sets aside
+    (anything else a person or a tool put there: a ``part-*`` name is the only contract)."""
+
+    files: list[LandingFile]
+    strays: list[Path]
 
 
-def has_commit_in_flight(directory: Path) -> bool:
-    """A collector's ``part-*.parquet.tmp`` means a commit (or its recovery) is not finished in this directory."""
+def landing_listing(directory: Path, location: str) -> LandingListing:
+    """Classify a landing ``date=`` directory; files in flight (``*.tmp``) and loader markers (``_*``) are
+    neither read nor set aside."""
+    pattern = SESSION_NAME if location == COLLECTOR_SESSIONS_LOCATION else PART_NAME
     try:
-        return any(entry.name.startswith("part-") and entry.name.endswith(".tmp") for entry in os.scandir(directory))
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
     except FileNotFoundError:
-        return False
+        return LandingListing([], [])
+    files, strays = [], []
+    for entry in entries:
+        if entry.name.endswith(_IN_FLIGHT_SUFFIX) or entry.name.startswith(_LOADER_PREFIX):
+            continue
+        match = pattern.match(entry.name)
+        if match is not None and entry.is_file():
+            files.append(LandingFile(Path(entry.path), match[match.re.groups]))
+        else:
+            strays.append(Path(entry.path))
+    if pattern is PART_NAME:  # in commit order: seq ranges of a collector grow
+        files.sort(key=lambda f: (PartFile.parse(f.path).first_seq, f.collector_id))  # type: ignore[union-attr]
+    return LandingListing(files, strays)
 
 
 def table_locations(lake_root: Path, tables: tuple[str, ...]) -> list[str]:
-    """Raw locations under the lake root: ``events``, ``states``, and each ``registry/<kind>``."""
+    """Landing locations under the lake root: ``events``, ``states``, and each ``registry/<kind>``."""
     locations = []
     for table in tables:
         if table == "registry":

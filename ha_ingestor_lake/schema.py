@@ -114,6 +114,43 @@ PARTITION_TIME = {
     "collector_sessions": "connected_at",
 }
 
+# A row's identity: the Delta tables keep one row per identity (the first landed; for collector_sessions,
+# whose landing file is rewritten while its session runs, the newest version by updated_at)
+IDENTITY: dict[str, tuple[str, ...]] = {
+    "events": ("event_id",),
+    "states": ("home", "entity_id", "last_updated"),
+    "registry": ("home", "kind", "snapshot_seq", "item_id"),
+    "collector_sessions": ("collector_id", "session_id"),
+    # no natural key: a quarantined input is its whole row
+    "quarantine": tuple(QUARANTINE.names),
+}
+
+# Of several state rows with one identity, the one kept: the richest source first (a live row has the event's
+# context and every attribute), then the first received
+STATE_SOURCE_PRIORITY = {"live": 0, "snapshot": 1, "backfill": 2}
+
+# Columns the contract gained after files had been written: a landing file may lack them (null there).
+ADDED_COLUMNS: dict[str, frozenset[str]] = {
+    "events": frozenset({"spool_seq"}),
+    "states": frozenset({"spool_seq"}),
+    "quarantine": frozenset({"spool_seq"}),
+    "registry": frozenset(),
+    "collector_sessions": frozenset(),
+}
+
+# The Delta tables' partition column: the UTC date of PARTITION_TIME, i.e. the landing directory's date=
+DATE_COLUMN = "date"
+
+
+def table_schema(table: str) -> pa.Schema:
+    """A raw Delta table's columns: the landing contract, the collector that wrote each row (from its landing
+    file's name), and the date partition."""
+    schema = SCHEMAS[table]
+    if "collector_id" not in schema.names:
+        schema = schema.append(pa.field("collector_id", pa.string()))
+    return schema.append(pa.field(DATE_COLUMN, pa.date32()))
+
+
 # Parquet dictionary encoding for the columns with few distinct values only: on ids, timestamps and JSON
 # text it is tried, overflows and is dropped, which costs time and bytes (a storage detail, not the contract)
 DICTIONARY_COLUMNS = {

@@ -12,6 +12,8 @@ import time_machine
 from ha_ingestor.demo import collect_recording
 from ha_ingestor.replay_server import Recording, bundled_capture
 
+from .lake_tables import load_tables
+
 
 def recording_start() -> dt.datetime:
     """When the bundled recording's first event fired (HA's clock)."""
@@ -29,7 +31,9 @@ def collect_at(lake: Path, state: Path, collector_clock: dt.datetime) -> None:
 @pytest.fixture(scope="session")
 def fixture_lake(tmp_path_factory) -> Path:
     """Lake root holding events, states, registry snapshots of the recorded Maple House, collected as if live
-    while it was recorded (read-only: copy it with shutil.copytree if a test writes derived tables into it)."""
+    while it was recorded, and loaded into the raw Delta tables (``<lake>/tables``) (read-only: copy it with
+    shutil.copytree if a test writes derived tables into it)."""
     root = tmp_path_factory.mktemp("fixture_lake")
     collect_at(root / "lake", root / "state", recording_start())
+    load_tables(root / "lake")
     return root / "lake"

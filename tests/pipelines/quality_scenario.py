@@ -1,7 +1,8 @@
 """A copy of the fixture lake plus hand-made rows built from real ones, for the quality tests.
 
-Everything added is written as extra Parquet files next to the collector's, so SQL over the lake can
-tell them apart by file name (named like collector parts, so lake readers take them): ``*-scenario.parquet``
+Everything added is written as extra landing files next to the collector's, then the raw Delta tables
+are loaded again; the rows keep their file's collector (named like collector parts, so the loader takes
+them): ``*-scenario.parquet``
 holds rows that are valid, ``*-broken.parquet``
 rows that each break known rules. The collector ``scenario`` also has a session record of its own
 (``collector_sessions/.../session-1-scenario.parquet``): a reconnect after the capture whose gap its
@@ -20,6 +21,8 @@ import pyarrow.parquet as pq
 
 from ha_ingestor_lake.schema import COLLECTOR_SESSIONS, EVENTS, QUARANTINE, STATES
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
+
+from .lake_tables import load_tables
 
 # named like collector part files, which is what lake readers take
 SCENARIO_FILE = "part-900000000001-900000000001-scenario.parquet"
@@ -225,4 +228,5 @@ def build(fixture_lake: Path, destination: Path) -> Scenario:
         ]
     )
     _write(quarantine, QUARANTINE, destination / "quarantine" / f"date={date}", SCENARIO_FILE)
+    load_tables(destination)
     return Scenario(lake=destination, date=date, previous_date=previous, lag=lag, session=session)

@@ -7,6 +7,7 @@ from datetime import date
 import dagster as dg
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 from ha_ingestor_pipelines.defs.enrichment.assets import ENRICHED_STATES, ROWS_PRESERVED_CHECK, enriched_states
@@ -14,6 +15,7 @@ from ha_ingestor_pipelines.defs.enrichment.logic import USAGE_DOMAINS, enrich_st
 from ha_ingestor_pipelines.defs.enrichment.tables import load_dimensions
 
 from .enrichment_materialize import materialize_enrichment
+from .lake_tables import derived
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def enriched_lake(fixture_lake, tmp_path_factory):
 @pytest.fixture(scope="module")
 def enriched(enriched_lake) -> pl.DataFrame:
     lake, day, _ = enriched_lake
-    return pl.read_parquet(lake.derived_file("enriched_states", day))
+    return derived(lake, "enriched_states", day)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +73,10 @@ def test_area_floor_labels_and_integration(enriched):
 
 
 def test_local_time_and_calendar(enriched):
-    # the capture ran at 17:23-17:27 UTC, 09:23-09:27 in Los Angeles, on Thursday 26 November 2026
-    assert str(enriched["local_time"].dtype.time_zone) == "America/Los_Angeles"
+    # the capture ran at 17:23-17:27 UTC, 09:23-09:27 in Los Angeles, on Thursday 26 November 2026; Delta keeps
+    # every timestamp as an instant shown in UTC, the local calendar is in the local_* columns
+    assert (enriched["local_time"] == enriched["last_updated"]).all()
+    assert enriched["local_time"].dt.convert_time_zone("America/Los_Angeles").dt.hour().unique().to_list() == [9]
     assert enriched.select("local_date", "local_hour", "weekday_name", "season", "is_weekend").unique().rows() == [
         (date(2026, 11, 26), 9, "Thursday", "autumn", False)
     ]
@@ -121,7 +125,7 @@ def test_area_temperature_is_the_latest_reading_in_that_area(enriched, raw):
 
 def test_peak_hours_count_usage(enriched_lake, raw):
     lake, day, _ = enriched_lake
-    peaks = pl.read_parquet(lake.derived_file("peak_hours", day))
+    peaks = derived(lake, "peak_hours", day)
     usage = raw.filter(
         pl.col("domain").is_in(USAGE_DOMAINS)
         & pl.col("old_state").is_not_null()
@@ -141,19 +145,21 @@ def test_peak_hours_count_usage(enriched_lake, raw):
 
 def test_rerun_gives_identical_partition(enriched_lake, enriched):
     lake, day, _ = enriched_lake
-    path = lake.derived_file("enriched_states", day)
-    before = path.read_bytes()
+    before = lake.store.table("enriched_states").version()
     result = dg.materialize([enriched_states], resources={"lake": lake}, partition_key=day)
     assert result.success
-    assert pl.read_parquet(path).equals(enriched)
-    assert path.read_bytes() == before
+    assert_frame_equal(derived(lake, "enriched_states", day), enriched, check_row_order=False)
+    # one new version; the previous one stays readable (time travel) with the same rows
+    assert lake.store.table("enriched_states").version() == before + 1
+    previous = lake.store.scan("enriched_states", version=before).drop("date").collect()
+    assert_frame_equal(previous, enriched, check_row_order=False)
 
 
 def test_previous_day_context_and_input_order(enriched_lake):
     """Rows before a cut given as context feed the rows after it as if the day were whole; rows out of time
     order (a raw day) come out the same as rows in order (a validated day)."""
     lake, day, _ = enriched_lake
-    validated = pl.read_parquet(lake.derived_file("validated_states", day))
+    validated = derived(lake, "validated_states", day)
     dims = load_dimensions(lake)
     cut = validated["last_updated"][validated.height // 2]
     earlier, later = validated.filter(pl.col("last_updated") < cut), validated.filter(pl.col("last_updated") >= cut)

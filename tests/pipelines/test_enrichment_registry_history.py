@@ -16,7 +16,6 @@ from ha_ingestor_pipelines.defs.enrichment.registry_history import (
     registry_history,
     snapshot_clock,
 )
-from ha_ingestor_pipelines.defs.enrichment.tables import scan_raw_days
 
 BED_LIGHT_DEVICE = "f1423a55af56c55a982c45d3e392a66d"
 
@@ -32,7 +31,7 @@ def dimensions(lake) -> dict[str, pl.DataFrame]:
 
 
 def test_rename_is_a_new_version_of_the_same_registry_entity(lake, dimensions):
-    events = scan_raw_days(lake, "events").filter(pl.col("event_type") == "entity_registry_updated").collect()
+    events = lake.scan_raw_days("events").filter(pl.col("event_type") == "entity_registry_updated").collect()
     renames = [
         (row["time_fired"], json.loads(row["data"]))
         for row in events.iter_rows(named=True)
@@ -59,10 +58,10 @@ def test_fixture_registry_snapshots_and_which_edits_they_hold(lake, dimensions):
     # the replayed capture answers every registry re-fetch with the recorded (initial) registry, so the
     # device area edits of the first 240 s are visible only as events, and Bed Light's move to the
     # Kids Room (t+240 s) happens after the bundled capture ends
-    devices = scan_raw_days(lake, "registry/devices").collect()
+    devices = lake.scan_raw_days("registry/devices").collect()
     assert devices["snapshot_seq"].n_unique() >= 2  # the initial one and re-fetches (debounced: 1 to 3)
     assert devices.group_by("item_id").agg(pl.col("data").n_unique())["data"].max() == 1
-    edits = scan_raw_days(lake, "events").filter(pl.col("event_type") == "device_registry_updated").collect()
+    edits = lake.scan_raw_days("events").filter(pl.col("event_type") == "device_registry_updated").collect()
     edited = {json.loads(d)["device_id"] for d in edits["data"]}
     assert len(edited) == 3 and BED_LIGHT_DEVICE not in edited
 
@@ -83,8 +82,8 @@ def test_fixture_registry_snapshots_and_which_edits_they_hold(lake, dimensions):
 
 
 def test_snapshots_are_put_on_home_assistants_clock(lake):
-    snapshots = pl.concat([scan_raw_days(lake, f"registry/{kind}") for kind in DIMENSIONS])
-    events = scan_raw_days(lake, "events")
+    snapshots = pl.concat([lake.scan_raw_days(f"registry/{kind}") for kind in DIMENSIONS])
+    events = lake.scan_raw_days("events")
     clock = snapshot_clock(snapshots, events).collect().sort("snapshot_seq")
     first_event = events.select(pl.col("time_fired").min()).collect().item()
     # the replay runs 40 times faster than the recording, long after it was made: the collector's
@@ -124,7 +123,7 @@ def _snapshot(rows: pl.DataFrame, seq: int, at, edit=None) -> pl.DataFrame:
 def test_device_moved_to_another_area_and_back(lake, dimensions):
     """Bed Light moved to the Kids Room and back, as the full capture does at t+240 s and t+400 s; the
     bundled capture stops before, so the later snapshots are the real ones with that edit applied."""
-    devices_raw = scan_raw_days(lake, "registry/devices")
+    devices_raw = lake.scan_raw_days("registry/devices")
     first = devices_raw.filter(pl.col("snapshot_seq") == pl.col("snapshot_seq").min()).collect()
     bed_rows = (
         lake.scan_raw("states", lake.raw_dates("states")[0])
@@ -169,7 +168,7 @@ def test_device_moved_to_another_area_and_back(lake, dimensions):
 
 
 def test_item_missing_from_a_later_full_snapshot_ends(lake):
-    labels = scan_raw_days(lake, "registry/labels").collect()
+    labels = lake.scan_raw_days("registry/labels").collect()
     later = labels.filter(pl.col("item_id") != "simulated").with_columns(
         snapshot_seq=pl.lit(999, pl.Int64), snapshot_at=pl.col("snapshot_at") + timedelta(minutes=5)
     )

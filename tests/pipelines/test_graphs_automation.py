@@ -5,16 +5,15 @@ import shutil
 import dagster as dg
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
+from ha_ingestor_lake.tables import AUTOMATION_GRAPH_PICTURE
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
-from ha_ingestor_pipelines.defs.enrichment.tables import scan_raw_days, table_file
-from ha_ingestor_pipelines.defs.graphs.assets import (
-    GRAPH_PICTURE,
-    automation_graph_tables,
-    automation_runs_by_day,
-)
+from ha_ingestor_pipelines.defs.graphs.assets import automation_graph_tables, automation_runs_by_day
 from ha_ingestor_pipelines.defs.graphs.automation_config import config_graph
 from ha_ingestor_pipelines.defs.graphs.automation_graph import config_flows
+
+from .lake_tables import derived
 
 CHAIN_A = "automation.chain_a_start_helper_turns_on_run_script"
 CHAIN_B = "automation.chain_b_react_to_chain_hop_counter"
@@ -34,7 +33,7 @@ def graph_lake(fixture_lake, tmp_path_factory):
 
 
 def _table(lake: LakeResource, name: str) -> pl.DataFrame:
-    return pl.read_parquet(table_file(lake, name))
+    return derived(lake, name)
 
 
 def test_exactly_the_ping_pong_cycle(graph_lake):
@@ -52,7 +51,7 @@ def test_exactly_the_ping_pong_cycle(graph_lake):
 def test_config_does_not_mistake_turning_off_the_trigger_for_a_loop(fixture_lake):
     # chain A triggers on chain_start turning on and turns it off: no flow back to itself
     lake = LakeResource(root=str(fixture_lake))
-    rows = pl.concat([scan_raw_days(lake, "registry/automations"), scan_raw_days(lake, "registry/scripts")])
+    rows = pl.concat([lake.scan_raw_days("registry/automations"), lake.scan_raw_days("registry/scripts")])
     _, edges = config_graph(rows.collect())
     assert edges.filter((pl.col("src") == CHAIN_A) & (pl.col("dst") == "input_boolean.chain_start")).row(0, named=True)[
         "to_states"
@@ -85,7 +84,7 @@ def test_chain_automation_script_counter_automation(graph_lake):
 
 def test_runs_follow_the_context_chain(graph_lake):
     lake, day = graph_lake
-    runs = pl.read_parquet(lake.derived_file("automation_runs", day))
+    runs = derived(lake, "automation_runs", day)
     events = lake.scan_raw("events", day).collect()
     assert (
         runs.height
@@ -122,14 +121,13 @@ def test_several_automations_act_on_one_entity(graph_lake):
 
 def test_graph_picture(graph_lake):
     lake, _ = graph_lake
-    picture = table_file(lake, "automation_graph_nodes").parent / GRAPH_PICTURE
+    picture = lake.path / AUTOMATION_GRAPH_PICTURE
     data = picture.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
 
 
 def test_rerun_gives_identical_runs(graph_lake):
     lake, day = graph_lake
-    path = lake.derived_file("automation_runs", day)
-    before = pl.read_parquet(path)
+    before = derived(lake, "automation_runs", day)
     assert dg.materialize([automation_runs_by_day], resources={"lake": lake}, partition_key=day).success
-    assert pl.read_parquet(path).equals(before)
+    assert_frame_equal(derived(lake, "automation_runs", day), before, check_row_order=False)

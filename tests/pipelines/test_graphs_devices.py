@@ -9,11 +9,11 @@ import pytest
 
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 from ha_ingestor_pipelines.defs.enrichment.assets import build_dimensions
-from ha_ingestor_pipelines.defs.enrichment.tables import table_file
 from ha_ingestor_pipelines.defs.graphs.assets import device_graph_tables, failure_cascades_by_day
 from ha_ingestor_pipelines.defs.graphs.device_graph import failure_cascades
 
 from .enrichment_materialize import materialize_enrichment
+from .lake_tables import derived
 
 DEMO_ENTRY = "01M8CE3G82ZA7V2S1XJG8FYQN7"
 
@@ -32,8 +32,8 @@ def device_lake(fixture_lake, tmp_path_factory):
 
 def test_device_graph_of_the_fixture(device_lake):
     lake, _ = device_lake
-    nodes = pl.read_parquet(table_file(lake, "device_graph_nodes"))
-    edges = pl.read_parquet(table_file(lake, "device_graph_edges"))
+    nodes = derived(lake, "device_graph_nodes")
+    edges = derived(lake, "device_graph_edges")
     assert dict(nodes.group_by("node_type").len().iter_rows()) == {
         "device": 51,
         "config_entry": 3,
@@ -57,14 +57,15 @@ def test_no_cascades_in_the_fixture(device_lake):
     lake, day = device_lake
     unavailable = lake.scan_raw("states", day).filter(pl.col("state") == "unavailable").collect()
     assert unavailable.is_empty()
-    assert pl.read_parquet(lake.derived_file("failure_cascades", day)).is_empty()
+    assert lake.has_day("failure_cascades", day)
+    assert derived(lake, "failure_cascades", day).is_empty()
 
 
 def test_cascade_when_a_hub_goes_down(device_lake, fixture_lake):
     """Three real demo devices put behind one hub; their entities go unavailable within two seconds of
     each other, another entity of the same integration half a minute later."""
     lake, day = device_lake
-    enriched = pl.read_parquet(lake.derived_file("enriched_states", day))
+    enriched = derived(lake, "enriched_states", day)
     dims = build_dimensions(LakeResource(root=str(fixture_lake)))
     with_device = (
         enriched.filter(pl.col("device_id").is_not_null()).unique("device_id", keep="first").sort("entity_id").head(4)

@@ -5,8 +5,10 @@ About 2 minutes (Dagster's processes start in ~10 s; a run of every derived asse
 takes most of the rest). Marked ``slow``: deselect with ``-m 'not slow'``.
 """
 
+import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,11 +17,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+import polars as pl
 import psutil
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
+# the Python one-liner in README.md that queries the states table with DuckDB
+README_QUERY = re.search(
+    r'python -c "(import duckdb, deltalake.*?)"\n', (Path(__file__).resolve().parents[2] / "README.md").read_text()
+)[1].replace('\\"', '"')
 RUNS = """{ runsOrError(limit: 50) { ... on Runs { results { runId status tags { key value } } } } }"""
 
 
@@ -88,6 +95,16 @@ def test_the_platform_collects_and_runs_the_pipelines_on_its_own(tmp_path):
         run = wait_for(a_finished_run, 420, "a run launched by the lake sensor succeeded", log)
         partition = next(t["value"] for t in run["tags"] if t["key"] == "dagster/partition")
         assert (tmp_path / "data" / "lake" / "states" / f"date={partition}").is_dir()
+        # the run loaded the day into the Delta tables, which the README's query reads
+        lake = tmp_path / "data" / "lake"
+        states = pl.scan_delta(str(lake / "tables" / "states")).filter(
+            pl.col("date") == dt.date.fromisoformat(partition)
+        )
+        assert states.select(pl.len()).collect().item() > 0
+        query = subprocess.run(
+            [sys.executable, "-c", README_QUERY], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert query.returncode == 0 and "sensor." in query.stdout, query.stderr
         assert "The recording has been collected" in log.read_text()
 
         children = psutil.Process(platform.pid).children(recursive=True)

@@ -10,8 +10,9 @@ import dagster as dg
 import psycopg2
 import pytest
 
+from ha_ingestor_pipelines.defs.common.asset_keys import LAKE_STATES, RAW_TABLE_KEYS
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
-from ha_ingestor_pipelines.defs.platform.assets import lake_compaction
+from ha_ingestor_pipelines.defs.lake.assets import lake_tables
 from ha_ingestor_pipelines.defs.platform.sensors import lake_commits_sensor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,19 +75,18 @@ def test_materialisations_runs_and_sensor_state_live_in_postgresql(
     shutil.copytree(fixture_lake, lake)
     [date] = LakeResource(root=str(lake)).raw_dates("states")
     resources = {"lake": LakeResource(root=str(lake))}
-    config = {"ops": {"platform__lake_compaction": {"config": {"quiet_minutes": 0}}}}
-
+    rows = []
     for _ in range(2):
-        result = dg.materialize(
-            [lake_compaction], partition_key=date, resources=resources, run_config=config, instance=postgres_instance
-        )
+        result = dg.materialize([lake_tables], partition_key=date, resources=resources, instance=postgres_instance)
         assert result.success
+        rows.append(postgres_instance.get_latest_materialization_event(LAKE_STATES).asset_materialization.metadata)
 
-    key = dg.AssetKey(["platform", "lake_compaction"])
-    assert postgres_instance.get_materialized_partitions(key) == {date}
-    latest = postgres_instance.get_latest_materialization_event(key)
+    assert postgres_instance.get_materialized_partitions(LAKE_STATES) == {date}
+    latest = postgres_instance.get_latest_materialization_event(LAKE_STATES)
     assert latest.asset_materialization.partition == date
-    assert latest.asset_materialization.metadata["rows_rewritten"].value == 0  # the second run had nothing to do
+    # the second load of the day replaced it with the same rows, one Delta version later
+    assert rows[1]["dagster/row_count"].value == rows[0]["dagster/row_count"].value > 0
+    assert rows[1]["delta_version"].value == rows[0]["delta_version"].value + 1
     assert len(postgres_instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]))) == 2
 
     context = dg.build_sensor_context(instance=postgres_instance, resources=resources)
@@ -97,4 +97,4 @@ def test_materialisations_runs_and_sensor_state_live_in_postgresql(
         cursor.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
         assert cursor.fetchone()[0] == 2
         cursor.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
-        assert cursor.fetchone()[0] == 2
+        assert cursor.fetchone()[0] == 2 * len(RAW_TABLE_KEYS)

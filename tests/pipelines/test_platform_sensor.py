@@ -1,5 +1,5 @@
 """The lake sensor against a real lake: one run per day with new commits, idempotent run keys, a cursor that
-round-trips, no run for compaction, one unfinished run per day at a time."""
+round-trips, no run for landing retention, one unfinished run per day at a time."""
 
 import shutil
 from pathlib import Path
@@ -8,9 +8,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from ha_ingestor_lake.files import PartFile, part_files, part_name, split_superseded
+from ha_ingestor_lake.files import PartFile, part_files, part_name
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
-from ha_ingestor_pipelines.defs.platform.compaction import compact_date
+from ha_ingestor_pipelines.defs.lake.load import prune_landing
 from ha_ingestor_pipelines.defs.platform.lake_changes import LakeCursor
 from ha_ingestor_pipelines.defs.platform.sensors import SENSOR_NAME, lake_commits_sensor
 
@@ -79,11 +79,11 @@ def test_the_cursor_carries_every_day_and_collector(lake, instance):
     assert LakeCursor.parse(LakeCursor(marks).dump()).marks == marks
 
 
-def test_compaction_is_not_new_data(lake, instance):
+def test_landing_retention_is_not_new_data(lake, instance):
     [date] = LakeResource(root=str(lake)).raw_dates("states")
     cursor = evaluate(instance, lake, None).cursor
-    report = compact_date(lake, date, quiet_seconds=0)
-    assert report.files_after < report.files_before
+    loaded = [part.path for part in part_files(lake / "states" / f"date={date}")]
+    assert prune_landing(lake, "states", date, loaded[:-1]) == len(loaded) - 1
     assert not evaluate(instance, lake, cursor).run_requests
 
 
@@ -130,17 +130,6 @@ def test_days_before_the_partitions_are_remembered_not_requested(lake, instance)
     assert not result.run_requests
     assert "2019-06-30" in result.skip_reason.skip_message
     assert "no new commits" in evaluate(instance, lake, result.cursor).skip_reason.skip_message
-
-
-def test_a_file_inside_another_range_of_its_collector_is_superseded():
-    def part(first: int, last: int, collector_id: str = "c1") -> PartFile:
-        return PartFile(first, last, collector_id, Path(part_name(first, last, collector_id)))
-
-    inputs = [part(1, 40), part(41, 60), part(75, 90)]
-    merged, later, other = part(1, 90), part(91, 95), part(5, 50, "c2")
-    live, superseded = split_superseded([*inputs, merged, later, other])
-    assert (live, superseded) == (sorted([merged, later, other]), sorted(inputs))
-    assert split_superseded([*inputs, later]) == (sorted([*inputs, later]), [])  # the collector's own never overlap
 
 
 def test_part_file_names_round_trip():

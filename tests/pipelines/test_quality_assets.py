@@ -10,18 +10,18 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from polars.testing import assert_frame_equal
 
 from ha_ingestor_lake.schema import STATES
+from ha_ingestor_pipelines.defs.common.asset_keys import LAKE_REGISTRY
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
-from ha_ingestor_pipelines.defs.lake import assets as lake_assets
 from ha_ingestor_pipelines.defs.quality import assets, checks
 from ha_ingestor_pipelines.defs.quality.schemas import SCHEMA_REGISTRY
 
 from . import quality_scenario
+from .lake_tables import derived, load_tables
 
-PARTITIONED_CHECKS = [
-    c for c in checks.contract_checks if all(key.asset_key != lake_assets.registry.key for key in c.check_keys)
-]
+PARTITIONED_CHECKS = [c for c in checks.contract_checks if all(key.asset_key != LAKE_REGISTRY for key in c.check_keys)]
 
 
 def materialize(lake_root, date: str, *extra) -> dg.ExecuteInProcessResult:
@@ -74,23 +74,17 @@ def _count(sql: str) -> int:
 
 
 def test_nothing_is_silently_dropped(scenario, first_run):
-    lake, date = scenario.lake, scenario.date
-    derived = lake / "derived"
+    lake, date = LakeResource(root=str(scenario.lake)), scenario.date
+    quarantine = derived(lake, "validation_quarantine", date)
     for table in ("events", "states"):
-        raw = _count(f"SELECT count(*) FROM read_parquet('{lake}/{table}/date={date}/*.parquet')")
-        validated = _count(f"SELECT count(*) FROM '{derived}/validated_{table}/date={date}/data.parquet'")
-        quarantined = _count(
-            f"SELECT count(*) FROM '{derived}/validation_quarantine/date={date}/data.parquet' "
-            f"WHERE \"table\" = '{table}'"
-        )
+        raw = lake.scan_raw(table, date).collect().height
+        validated = derived(lake, f"validated_{table}", date).height
+        quarantined = quarantine.filter(pl.col("table") == table).height
         assert validated + quarantined == raw
         assert quarantined > 0
     # the quarantine keeps each original row whole
-    kept = duckdb.sql(
-        f"SELECT row_json FROM '{derived}/validation_quarantine/date={date}/data.parquet' "
-        f"WHERE list_contains(failed_rules, 'source_known')"
-    ).fetchall()
-    assert len(kept) == 1 and '"source":"manual"' in kept[0][0]
+    kept = quarantine.filter(pl.col("failed_rules").list.contains("source_known"))["row_json"].to_list()
+    assert len(kept) == 1 and '"source":"manual"' in kept[0]
 
 
 def test_materialisation_metadata(first_run):
@@ -99,25 +93,23 @@ def test_materialisation_metadata(first_run):
     }
     states = metadata["derived/validated_states"]
     assert states["input_rows"].value == states["dagster/row_count"].value + states["quarantined_rows"].value
-    assert states["duplicates_removed"].value == 4
+    # the table loader already kept one row per identity: validation finds no duplicate left
+    assert states["duplicates_removed"].value == 0
     assert states["late_rows"].value == 3 and states["out_of_order_rows"].value == 1
-    assert metadata["derived/validated_events"]["duplicates_removed"].value == 1
-    assert metadata["derived/validation_quarantine"]["rows_per_table"].value == {"events": 5, "states": 15}
+    assert metadata["derived/validated_events"]["duplicates_removed"].value == 0
+    assert metadata["derived/validation_quarantine"]["rows_per_table"].value == {"events": 4, "states": 11}
 
 
 def test_a_rerun_rewrites_the_same_partition(scenario, first_run):
     lake = LakeResource(root=str(scenario.lake))
-    before = {
-        name: pl.read_parquet(lake.derived_file(name, scenario.date))
-        for name in ("validated_events", "validated_states", "validation_quarantine")
-    }
+    names = ("validated_events", "validated_states", "validation_quarantine")
+    before = {name: derived(lake, name, scenario.date) for name in names}
+    versions = {name: lake.store.table(name).version() for name in names}
     assert materialize(scenario.lake, scenario.date).success
     for name, frame in before.items():
-        after = pl.read_parquet(lake.derived_file(name, scenario.date))
-        assert after.equals(frame), name
-    assert sorted(p.name for p in (scenario.lake / "derived" / "validated_states").iterdir()) == [
-        f"date={scenario.date}"
-    ]
+        assert_frame_equal(derived(lake, name, scenario.date), frame, check_row_order=False)
+        assert lake.store.table(name).version() == versions[name] + 1  # one transaction per rerun
+    assert lake.store.dates("validated_states") == [scenario.date]
 
 
 def test_a_day_with_too_many_broken_rows_blocks_what_comes_after(fixture_lake, tmp_path):
@@ -134,6 +126,7 @@ def test_a_day_with_too_many_broken_rows_blocks_what_comes_after(fixture_lake, t
     )
     more_broken = "part-900000000003-900000000003-broken.parquet"
     pq.write_table(broken.to_arrow().cast(STATES), root / "states" / f"date={date}" / more_broken)
+    load_tables(root, [date])
 
     result = materialize(root, date, assets.quality_report)
     evaluations = _evaluations(result)
@@ -142,11 +135,8 @@ def test_a_day_with_too_many_broken_rows_blocks_what_comes_after(fixture_lake, t
     assert raw.metadata["failing_rows_per_rule"].value == {"source_known": broken.height}
     assert "source_known" in raw.metadata["sample_failures"].value
     assert evaluations["rows_accounted_for"].passed  # the broken rows are quarantined, not lost
-    quarantined = lake.derived_file("validation_quarantine", date)
-    assert (
-        _count(f"SELECT count(*) FROM '{quarantined}' WHERE list_contains(failed_rules, 'source_known')")
-        == broken.height
-    )
+    quarantined = derived(lake, "validation_quarantine", date)
+    assert quarantined.filter(pl.col("failed_rules").list.contains("source_known")).height == broken.height
     materialized = {m.asset_key for m in result.get_asset_materialization_events()}
     assert assets.VALIDATED_STATES in materialized
     assert assets.QUALITY_REPORT not in materialized
@@ -154,7 +144,7 @@ def test_a_day_with_too_many_broken_rows_blocks_what_comes_after(fixture_lake, t
 
 def test_contract_failure_metadata_names_rules_and_dtypes(first_run, scenario):
     entry = next(e for e in SCHEMA_REGISTRY if e.check_name == "validated_states_contract")
-    frame = pl.read_parquet(LakeResource(root=str(scenario.lake)).derived_file("validated_states", scenario.date))
+    frame = derived(LakeResource(root=str(scenario.lake)), "validated_states", scenario.date)
     broken = pl.concat([frame, frame.head(2)]).with_columns(pl.col("is_late").cast(pl.Int8))
     result = checks.contract_result(entry, broken)
     assert not result.passed
@@ -166,11 +156,15 @@ def test_contract_failure_metadata_names_rules_and_dtypes(first_run, scenario):
 def test_registry_snapshots_hold_their_contract(scenario):
     registry_check = [c for c in checks.contract_checks if c not in PARTITIONED_CHECKS]
     result = dg.materialize(
-        [lake_assets.registry, *registry_check],
+        [dg.AssetSpec(LAKE_REGISTRY), *registry_check],
         resources={"lake": LakeResource(root=str(scenario.lake))},
         selection=dg.AssetSelection.all_asset_checks(),
     )
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.passed
-    total = _count(f"SELECT count(*) FROM read_parquet('{scenario.lake}/registry/*/*/*.parquet')")
+    # the snapshots as landed, each (home, kind, snapshot_seq, item_id) once
+    total = _count(
+        f"SELECT count(*) FROM (SELECT DISTINCT home, kind, snapshot_seq, item_id "
+        f"FROM read_parquet('{scenario.lake}/registry/*/*/*.parquet'))"
+    )
     assert evaluation.metadata["rows_checked"].value == total > 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
 from ha_ingestor_pipelines.defs.sql_models.project import default_models_dir, load_project
 from ha_ingestor_pipelines.defs.sql_models.warehouse import (
     WarehouseBusyError,
@@ -27,7 +28,7 @@ PROJECT = load_project(default_models_dir())
 
 def _build_everything(lake: Path, database: Path) -> None:
     with writer_connection(database) as connection:
-        refresh_source_views(connection, PROJECT.sources.values(), lake)
+        refresh_source_views(connection, PROJECT.sources.values(), LakeResource(root=str(lake)).store)
         for name in PROJECT.order:
             build_model(connection, PROJECT.models[name])
         publish_snapshot(connection, database)

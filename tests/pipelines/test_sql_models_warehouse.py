@@ -15,13 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from deltalake import write_deltalake
 
-from ha_ingestor_lake.schema import STATES
+from ha_ingestor_lake.schema import IDENTITY, STATES
 from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource, WarehouseResource
 from ha_ingestor_pipelines.defs.sql_models.assets import SNAPSHOT_KEY, build_assets
 from ha_ingestor_pipelines.defs.sql_models.checks import build_checks
 from ha_ingestor_pipelines.defs.sql_models.project import default_models_dir, load_project
 from ha_ingestor_pipelines.defs.sql_models.warehouse import snapshot_path
+
+from .lake_tables import load_tables
 
 PROJECT = load_project(default_models_dir())
 MODEL_TABLES = sorted(PROJECT.models)
@@ -84,7 +87,8 @@ def test_views_over_the_lake_match_the_raw_files(warehouse, fixture_lake):
             connection.execute("SELECT count(*) FROM registry.entities").fetchall()[0][0]
             == raw(fixture_lake, "registry/entities").height
         )
-        # nothing was quarantined: the view exists anyway, empty, with the contract's columns plus `date`
+        # nothing was quarantined: the view exists anyway, empty, with the contract's columns plus the collector
+        # and `date`
         assert not (fixture_lake / "quarantine").exists()
         assert connection.sql("SELECT * FROM quarantine").columns == [
             "home",
@@ -93,6 +97,7 @@ def test_views_over_the_lake_match_the_raw_files(warehouse, fixture_lake):
             "reason",
             "raw",
             "spool_seq",
+            "collector_id",
             "date",
         ]
         assert connection.execute("SELECT count(*) FROM quarantine").fetchall()[0][0] == 0
@@ -350,6 +355,7 @@ def test_meter_resets_dips_and_unit_changes(fixture_lake, tmp_path):
         ],
         "reset",
     )
+    load_tables(lake)
     database = tmp_path / "warehouse.duckdb"
     result = materialize(lake, database)
     assert result.success and all(c.passed for c in check_results(result).values())
@@ -365,11 +371,10 @@ def test_meter_resets_dips_and_unit_changes(fixture_lake, tmp_path):
 def test_assertions_fail_on_broken_data_and_block_the_snapshot(fixture_lake, tmp_path):
     lake = tmp_path / "lake"
     shutil.copytree(fixture_lake, lake)
-    # the same events landed twice, a registry snapshot duplicated, a meter reporting a negative reading
+    # a meter reporting a negative reading, landed; and rows the tables hold twice (the loader never lets a
+    # copy in: appended to the Delta tables behind its back)
     event_file = max((lake / "events").glob("date=*/*.parquet"), key=lambda p: p.stat().st_size)
-    shutil.copy(event_file, event_file.with_name("part-duplicate.parquet"))
     entity_files = sorted((lake / "registry" / "entities").glob("date=*/*.parquet"))
-    shutil.copy(entity_files[-1], entity_files[-1].with_name("part-duplicate.parquet"))
     template = raw(lake, "states").filter(pl.col("entity_id") == "sensor.house_energy").row(-1, named=True)
     at = datetime(2026, 11, 26, 17, 30, tzinfo=UTC)
     _append_states(
@@ -380,6 +385,15 @@ def test_assertions_fail_on_broken_data_and_block_the_snapshot(fixture_lake, tmp
         ],
         "broken",
     )
+    load_tables(lake)
+    store = LakeResource(root=str(lake)).store
+    for table, file in (("events", event_file), ("registry", entity_files[-1])):
+        copies = (
+            store.scan(table)
+            .collect()
+            .join(pl.read_parquet(file).select(IDENTITY[table]), on=list(IDENTITY[table]), how="semi")
+        )
+        write_deltalake(store.uri(table), copies.to_arrow(), mode="append")
 
     database = tmp_path / "warehouse.duckdb"
     result = materialize(lake, database)

@@ -5,12 +5,19 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
-from ha_ingestor_pipelines.defs.common.partitions import daily_partitions
-
-from ..common.lake_keys import LAKE_EVENTS, LAKE_REGISTRY
+from ..common.asset_keys import (
+    DIMENSION_KEYS,
+    ENRICHED_STATES,
+    LAKE_EVENTS,
+    LAKE_REGISTRY,
+    PEAK_HOURS,
+    VALIDATED_STATES,
+    table_name,
+)
+from ..common.lake_resource import LakeResource
+from ..common.metadata import markdown_preview, table_metadata
+from ..common.partitions import daily_partitions, neighbour_day
 from .logic import RegistryDims, enrich_states, peak_hours
-from .metadata import markdown_preview, table_metadata
 from .registry_history import (
     DIMENSIONS,
     apply_entity_renames,
@@ -20,14 +27,11 @@ from .registry_history import (
     rename_events,
     snapshot_clock,
 )
-from .tables import load_dimensions, neighbour_day, scan_raw_days, write_table
+from .tables import load_dimensions
 
 GROUP = "enrichment"
-# the validation domain's typed, de-duplicated state rows (``derived/validated_states/date=D``)
-STATES_INPUT = dg.AssetKey(["derived", "validated_states"])
-DIMENSION_KEYS = {kind: dg.AssetKey(["derived", spec.table]) for kind, spec in DIMENSIONS.items()}
-ENRICHED_STATES = dg.AssetKey(["derived", "enriched_states"])
-PEAK_HOURS = dg.AssetKey(["derived", "peak_hours"])
+# the validation domain's typed, de-duplicated state rows
+STATES_INPUT = VALIDATED_STATES
 VALID_HISTORY_CHECK = "valid_history"
 ROWS_PRESERVED_CHECK = "rows_preserved"
 DEFAULT_TIME_ZONE = "UTC"
@@ -46,12 +50,12 @@ DIMENSION_DESCRIPTIONS = {
 
 def build_dimensions(lake: LakeResource) -> dict[str, pl.DataFrame]:
     """All six dimensions from every registry snapshot in the lake (and the events around them)."""
-    snapshots = pl.concat([scan_raw_days(lake, f"registry/{kind}") for kind in DIMENSIONS])
+    snapshots = pl.concat([lake.scan_raw_days(f"registry/{kind}") for kind in DIMENSIONS])
     snapshot_days = {day for kind in DIMENSIONS for day in lake.raw_dates(f"registry/{kind}")}
     # renames and clock offsets: the events of the snapshot days (a re-fetch lands the day of its change,
     # or the next one around midnight)
     nearby = {neighbour_day(day, offset) for day in snapshot_days for offset in (-1, 0)}
-    events = scan_raw_days(lake, "events", sorted(nearby & set(lake.raw_dates("events"))))
+    events = lake.scan_raw_days("events", nearby)
     clock = snapshot_clock(snapshots, events).collect().lazy()
     dimensions = {kind: registry_history(snapshots, spec, clock) for kind, spec in DIMENSIONS.items()}
     dimensions["entities"] = apply_entity_renames(dimensions["entities"], rename_events(events).collect())
@@ -65,7 +69,7 @@ def build_dimensions(lake: LakeResource) -> dict[str, pl.DataFrame]:
             description=DIMENSION_DESCRIPTIONS[kind] + " Type 2: `valid_from`, `valid_to` "
             "(null while current), `is_current`; rebuilt from all `registry/*` snapshots.",
             group_name=GROUP,
-            kinds={"polars", "parquet"},
+            kinds={"polars", "deltalake"},
             deps=[LAKE_REGISTRY, LAKE_EVENTS],
         )
         for kind, key in DIMENSION_KEYS.items()
@@ -80,14 +84,14 @@ def build_dimensions(lake: LakeResource) -> dict[str, pl.DataFrame]:
     ],
 )
 def registry_dimensions(lake: LakeResource) -> Iterator[dg.MaterializeResult]:
-    """Registry history as slowly changing dimensions (``derived/dim_<kind>/data.parquet``).
+    """Registry history as slowly changing dimensions (the Delta tables ``dim_<kind>``).
 
     Not partitioned: a version can span any number of days, and the whole registry history is small
     (one row per item and change), so each run rebuilds every dimension from all snapshots.
     """
     for kind, frame in build_dimensions(lake).items():
         spec = DIMENSIONS[kind]
-        path = write_table(lake, spec.table, frame)
+        path = lake.write_table(spec.table, frame)
         problems = history_problems(frame, spec.key)
         metadata = table_metadata(
             frame, path, [spec.key, "version", "valid_from", "valid_to", "is_current", *list(spec.fields)[:3]]
@@ -114,8 +118,8 @@ def registry_dimensions(lake: LakeResource) -> Iterator[dg.MaterializeResult]:
 
 
 def validated_states(lake: LakeResource, day: str) -> pl.LazyFrame | None:
-    path = lake.derived_file(STATES_INPUT.path[-1], day)
-    return pl.scan_parquet(path) if path.exists() else None
+    name = table_name(STATES_INPUT)
+    return lake.scan_day(name, day) if lake.has_day(name, day) else None
 
 
 def enrich_day(lake: LakeResource, day: str, dims: RegistryDims, settings: pl.DataFrame) -> pl.LazyFrame:
@@ -123,7 +127,7 @@ def enrich_day(lake: LakeResource, day: str, dims: RegistryDims, settings: pl.Da
     validated) only supplies each entity's last row before midnight."""
     states = validated_states(lake, day)
     if states is None:
-        raise dg.Failure(f"derived/{STATES_INPUT.path[-1]} has no partition {day}: materialise validation first")
+        raise dg.Failure(f"{table_name(STATES_INPUT)} has no partition {day}: materialise validation first")
     previous = validated_states(lake, neighbour_day(day, -1))
     homes = states.select("home").unique().collect()["home"].sort().to_list()
     if not homes:
@@ -148,7 +152,7 @@ def enrich_day(lake: LakeResource, day: str, dims: RegistryDims, settings: pl.Da
 @dg.asset(
     key=ENRICHED_STATES,
     group_name=GROUP,
-    kinds={"polars", "parquet"},
+    kinds={"polars", "deltalake"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[STATES_INPUT, LAKE_REGISTRY, *DIMENSION_KEYS.values()],
@@ -164,23 +168,23 @@ def enriched_states(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
     """Validated state rows (``derived/validated_states``) with the registry as it was at each row's time
     (entity followed through renames, device, area, floor, labels, integration), HA local time, season,
     time since the entity's previous row, event frequency, peak usage hours, zone, and the area's latest
-    temperature and humidity. One file per UTC day, replaced whole (``derived/enriched_states/date=D``)."""
+    temperature and humidity. Each UTC day replaced whole in the Delta table ``enriched_states``."""
     dims = load_dimensions(lake)
-    settings = home_settings(scan_raw_days(lake, "registry/core_config"))
+    settings = home_settings(lake.scan_raw_days("registry/core_config"))
     written, input_rows, output_rows, lost = [], 0, 0, []
     for day in context.partition_keys:
         # every step after the scan blocks (as-of joins, per-entity windows): the in-memory engine does the
         # same work as the streaming one with less CPU and a lower peak
         enriched = enrich_day(lake, day, dims, settings).collect(engine="in-memory")
-        path = lake.replace_partition(ENRICHED_STATES.path[-1], day, enriched)
+        path = lake.replace_partition(table_name(ENRICHED_STATES), day, enriched)
         rows_in = validated_states(lake, day).select(pl.len()).collect().item()
-        rows_out = pl.scan_parquet(path).select(pl.len()).collect().item()
+        rows_out = lake.scan_day(table_name(ENRICHED_STATES), day).select(pl.len()).collect().item()
         written.append(path)
         input_rows, output_rows = input_rows + rows_in, output_rows + rows_out
         if rows_in != rows_out:
             lost.append(day)
         context.log.info("enriched %s: %d rows", day, rows_out)
-    sample = pl.read_parquet(written[-1], n_rows=5000)
+    sample = enriched.head(5000)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(output_rows),
@@ -220,7 +224,7 @@ def enriched_states(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
 @dg.asset(
     key=PEAK_HOURS,
     group_name=GROUP,
-    kinds={"polars", "parquet"},
+    kinds={"polars", "deltalake"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[ENRICHED_STATES],
@@ -230,9 +234,11 @@ def peak_hours_by_day(context: dg.AssetExecutionContext, lake: LakeResource) -> 
     (usage: state value changes of entities a person operates, see ``logic.USAGE_DOMAINS``)."""
     frames = []
     for day in context.partition_keys:
-        source = lake.derived_file(ENRICHED_STATES.path[-1], day)
-        table = peak_hours(pl.scan_parquet(source)).collect()
-        path = lake.replace_partition(PEAK_HOURS.path[-1], day, table)
+        source = lake.scan_day(table_name(ENRICHED_STATES), day)
+        if source is None:
+            raise dg.Failure(f"{table_name(ENRICHED_STATES)} was never written: materialise it first")
+        table = peak_hours(source).collect()
+        path = lake.replace_partition(table_name(PEAK_HOURS), day, table)
         frames.append(table)
     table = pl.concat(frames)
     return dg.MaterializeResult(

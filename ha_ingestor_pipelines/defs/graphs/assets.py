@@ -6,13 +6,26 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from ha_ingestor_pipelines.defs.common.lake_resource import LakeResource
-from ha_ingestor_pipelines.defs.common.partitions import daily_partitions
-from ha_ingestor_pipelines.defs.enrichment.assets import DIMENSION_KEYS, ENRICHED_STATES, LAKE_REGISTRY
-from ha_ingestor_pipelines.defs.enrichment.metadata import markdown_preview, table_metadata
-from ha_ingestor_pipelines.defs.enrichment.tables import load_dimensions, neighbour_day, scan_raw_days, write_table
+from ha_ingestor_lake.tables import AUTOMATION_GRAPH_PICTURE
 
-from ..common.lake_keys import LAKE_EVENTS, LAKE_STATES
+from ..common.asset_keys import (
+    AUTOMATION_CYCLES,
+    AUTOMATION_EDGES,
+    AUTOMATION_NODES,
+    AUTOMATION_RUNS,
+    DEVICE_EDGES,
+    DEVICE_NODES,
+    DIMENSION_KEYS,
+    ENRICHED_STATES,
+    FAILURE_CASCADES,
+    LAKE_EVENTS,
+    LAKE_REGISTRY,
+    LAKE_STATES,
+    table_name,
+)
+from ..common.lake_resource import LakeResource
+from ..common.metadata import markdown_preview, table_metadata
+from ..common.partitions import daily_partitions, neighbour_day
 from .automation_config import config_graph
 from .automation_graph import automation_graph
 from .automation_runs import RUN_SCHEMA, automation_runs
@@ -20,20 +33,19 @@ from .device_graph import device_graph, failure_cascades
 from .render import render_automation_graph
 
 GROUP = "graphs"
-DEVICE_NODES = dg.AssetKey(["derived", "device_graph_nodes"])
-DEVICE_EDGES = dg.AssetKey(["derived", "device_graph_edges"])
-FAILURE_CASCADES = dg.AssetKey(["derived", "failure_cascades"])
-AUTOMATION_RUNS = dg.AssetKey(["derived", "automation_runs"])
-AUTOMATION_NODES = dg.AssetKey(["derived", "automation_graph_nodes"])
-AUTOMATION_EDGES = dg.AssetKey(["derived", "automation_graph_edges"])
-AUTOMATION_CYCLES = dg.AssetKey(["derived", "automation_cycles"])
-GRAPH_PICTURE = "automation_graph.png"
 # how far a run's causes and effects may reach into the neighbouring days
 RUN_MARGIN = timedelta(minutes=10)
 
 
-def _name(key: dg.AssetKey) -> str:
-    return key.path[-1]
+_name = table_name
+
+
+def _dimension(lake: LakeResource, kind: str) -> pl.DataFrame:
+    """A registry dimension as the enrichment domain wrote it."""
+    frame = lake.scan_derived(_name(DIMENSION_KEYS[kind]))
+    if frame is None:
+        raise dg.Failure(f"{_name(DIMENSION_KEYS[kind])} was never written: materialise the registry dimensions first")
+    return frame.collect()
 
 
 @dg.multi_asset(
@@ -41,7 +53,7 @@ def _name(key: dg.AssetKey) -> str:
         dg.AssetSpec(
             DEVICE_NODES,
             group_name=GROUP,
-            kinds={"polars", "parquet"},
+            kinds={"polars", "deltalake"},
             deps=[DIMENSION_KEYS[k] for k in ("devices", "entities", "config_entries")],
             description="Devices, config entries, integrations and entities as graph nodes (current "
             "registry), with child-device, device and entity counts and hub flags.",
@@ -49,7 +61,7 @@ def _name(key: dg.AssetKey) -> str:
         dg.AssetSpec(
             DEVICE_EDGES,
             group_name=GROUP,
-            kinds={"polars", "parquet"},
+            kinds={"polars", "deltalake"},
             deps=[DIMENSION_KEYS[k] for k in ("devices", "entities", "config_entries")],
             description="Edges of the device graph: via_device (child -> hub), config_entry, "
             "integration, device (entity -> device).",
@@ -57,15 +69,16 @@ def _name(key: dg.AssetKey) -> str:
     ],
 )
 def device_graph_tables(lake: LakeResource) -> Iterator[dg.MaterializeResult]:
-    """The device graph as two Parquet tables (``derived/device_graph_nodes``, ``.../device_graph_edges``)."""
-    dims = load_dimensions(lake)
-    nodes, edges = device_graph(dims.devices.collect(), dims.entities.collect(), dims.config_entries.collect())
+    """The device graph as two tables (``device_graph_nodes``, ``device_graph_edges``)."""
+    nodes, edges = device_graph(
+        _dimension(lake, "devices"), _dimension(lake, "entities"), _dimension(lake, "config_entries")
+    )
     yield dg.MaterializeResult(
         asset_key=DEVICE_NODES,
         metadata={
             **table_metadata(
                 nodes,
-                write_table(lake, _name(DEVICE_NODES), nodes),
+                lake.write_table(_name(DEVICE_NODES), nodes),
                 ["node_id", "node_type", "name", "n_child_devices", "n_devices", "n_entities", "is_hub"],
             ),
             "hubs": dg.MetadataValue.int(nodes.filter("is_hub").height),
@@ -74,7 +87,7 @@ def device_graph_tables(lake: LakeResource) -> Iterator[dg.MaterializeResult]:
     yield dg.MaterializeResult(
         asset_key=DEVICE_EDGES,
         metadata=table_metadata(
-            edges, write_table(lake, _name(DEVICE_EDGES), edges), ["src", "dst", "relation", "is_primary"]
+            edges, lake.write_table(_name(DEVICE_EDGES), edges), ["src", "dst", "relation", "is_primary"]
         ),
     )
 
@@ -82,7 +95,7 @@ def device_graph_tables(lake: LakeResource) -> Iterator[dg.MaterializeResult]:
 @dg.asset(
     key=FAILURE_CASCADES,
     group_name=GROUP,
-    kinds={"polars", "parquet"},
+    kinds={"polars", "deltalake"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[ENRICHED_STATES, DIMENSION_KEYS["devices"]],
@@ -90,10 +103,13 @@ def device_graph_tables(lake: LakeResource) -> Iterator[dg.MaterializeResult]:
 def failure_cascades_by_day(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """Entities that went unavailable together (within a few seconds) per device, per hub with its child
     devices, and per config entry, from the day's ``enriched_states``."""
-    devices = load_dimensions(lake).devices.collect()
+    devices = _dimension(lake, "devices")
     total, path = 0, None
     for day in context.partition_keys:
-        cascades = failure_cascades(pl.scan_parquet(lake.derived_file(_name(ENRICHED_STATES), day)), devices)
+        enriched = lake.scan_day(_name(ENRICHED_STATES), day)
+        if enriched is None:
+            raise dg.Failure(f"{_name(ENRICHED_STATES)} was never written: materialise it first")
+        cascades = failure_cascades(enriched, devices)
         path = lake.replace_partition(_name(FAILURE_CASCADES), day, cascades)
         total += cascades.height
     return dg.MaterializeResult(
@@ -108,26 +124,17 @@ def runs_of_day(lake: LakeResource, day: str) -> pl.DataFrame:
         datetime.fromisoformat(f"{neighbour_day(day, 1)}T00:00:00+00:00"),
     )
     before, after = neighbour_day(day, -1), neighbour_day(day, 1)
-    events = pl.concat(
-        [
-            lake.scan_raw("events", before).filter(pl.col("time_fired") >= window[0] - RUN_MARGIN),
-            lake.scan_raw("events", day),
-            lake.scan_raw("events", after).filter(pl.col("time_fired") < window[1] + RUN_MARGIN),
-        ]
+    events = lake.scan_raw_days("events", [before, day, after]).filter(
+        pl.col("time_fired").is_between(window[0] - RUN_MARGIN, window[1] + RUN_MARGIN, closed="left")
     )
-    states = pl.concat(
-        [
-            lake.scan_raw("states", day),
-            lake.scan_raw("states", after).filter(pl.col("last_updated") < window[1] + RUN_MARGIN),
-        ]
-    )
+    states = lake.scan_raw_days("states", [day, after]).filter(pl.col("last_updated") < window[1] + RUN_MARGIN)
     return automation_runs(events, states, window)
 
 
 @dg.asset(
     key=AUTOMATION_RUNS,
     group_name=GROUP,
-    kinds={"polars", "parquet"},
+    kinds={"polars", "deltalake"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[LAKE_EVENTS, LAKE_STATES],
@@ -166,7 +173,7 @@ def automation_runs_by_day(context: dg.AssetExecutionContext, lake: LakeResource
         dg.AssetSpec(
             AUTOMATION_NODES,
             group_name=GROUP,
-            kinds={"polars", "parquet"},
+            kinds={"polars", "deltalake"},
             deps=[LAKE_REGISTRY, AUTOMATION_RUNS],
             description="Automations, scripts, entities, events in the automation graph, with run "
             "counts, how many automations act on each entity, and cycle membership.",
@@ -174,7 +181,7 @@ def automation_runs_by_day(context: dg.AssetExecutionContext, lake: LakeResource
         dg.AssetSpec(
             AUTOMATION_EDGES,
             group_name=GROUP,
-            kinds={"polars", "parquet"},
+            kinds={"polars", "deltalake"},
             deps=[LAKE_REGISTRY, AUTOMATION_RUNS],
             description="trigger / condition / reads / action / call / fire_event / flow edges, "
             "each marked as configured and/or observed (with counts and times).",
@@ -182,7 +189,7 @@ def automation_runs_by_day(context: dg.AssetExecutionContext, lake: LakeResource
         dg.AssetSpec(
             AUTOMATION_CYCLES,
             group_name=GROUP,
-            kinds={"polars", "parquet"},
+            kinds={"polars", "deltalake"},
             deps=[LAKE_REGISTRY, AUTOMATION_RUNS],
             description="Circular dependencies: cycles of automation flows and script calls, "
             "configured and/or observed.",
@@ -191,20 +198,17 @@ def automation_runs_by_day(context: dg.AssetExecutionContext, lake: LakeResource
 )
 def automation_graph_tables(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[dg.MaterializeResult]:
     """The automation graph from the latest automation and script configs in the lake plus every day of
-    ``automation_runs``; also renders ``derived/automation_graph_nodes/automation_graph.png``."""
-    configs = pl.concat(
-        [scan_raw_days(lake, "registry/automations"), scan_raw_days(lake, "registry/scripts")]
-    ).collect()
+    ``automation_runs``; also renders ``<lake>/reports/automation_graph.png``."""
+    configs = pl.concat([lake.scan_raw_days("registry/automations"), lake.scan_raw_days("registry/scripts")]).collect()
     config_nodes, config_edges = config_graph(configs)
-    runs_dir = lake.path / "derived" / _name(AUTOMATION_RUNS)
+    stored_runs = lake.scan_derived(_name(AUTOMATION_RUNS))
     runs = (
-        lake.scan_derived(_name(AUTOMATION_RUNS)).select(RUN_SCHEMA.names()).collect()
-        if any(runs_dir.glob("date=*/data.parquet"))
-        else pl.DataFrame(schema=RUN_SCHEMA)
+        stored_runs.select(RUN_SCHEMA.names()).collect() if stored_runs is not None else pl.DataFrame(schema=RUN_SCHEMA)
     )
     nodes, edges, cycles = automation_graph(config_nodes, config_edges, runs)
-    nodes_path = write_table(lake, _name(AUTOMATION_NODES), nodes)
-    picture = render_automation_graph(nodes, edges, nodes_path.parent / GRAPH_PICTURE)
+    nodes_path = lake.write_table(_name(AUTOMATION_NODES), nodes)
+    (lake.path / AUTOMATION_GRAPH_PICTURE).parent.mkdir(parents=True, exist_ok=True)
+    picture = render_automation_graph(nodes, edges, lake.path / AUTOMATION_GRAPH_PICTURE)
     context.log.info("automation graph: %d nodes, %d edges, %d cycles", nodes.height, edges.height, cycles.height)
     yield dg.MaterializeResult(
         asset_key=AUTOMATION_NODES,
@@ -220,7 +224,7 @@ def automation_graph_tables(context: dg.AssetExecutionContext, lake: LakeResourc
         asset_key=AUTOMATION_EDGES,
         metadata=table_metadata(
             edges,
-            write_table(lake, _name(AUTOMATION_EDGES), edges),
+            lake.write_table(_name(AUTOMATION_EDGES), edges),
             ["src", "dst", "relation", "via", "in_config", "n_observed"],
         ),
     )
@@ -229,7 +233,7 @@ def automation_graph_tables(context: dg.AssetExecutionContext, lake: LakeResourc
         metadata={
             **table_metadata(
                 cycles,
-                write_table(lake, _name(AUTOMATION_CYCLES), cycles),
+                lake.write_table(_name(AUTOMATION_CYCLES), cycles),
                 ["nodes", "entities", "in_config", "observed", "n_observed_hops"],
             ),
             "cycles": markdown_preview(cycles, ["nodes", "entities", "observed"], rows=20),

@@ -1,47 +1,49 @@
-"""Upkeep of the raw lake: the collector's many small part files merged into one per day."""
+"""Upkeep of the Delta tables: a finished day's small files compacted, files of old versions removed."""
 
 import dagster as dg
 
+from ..common.asset_keys import RAW_TABLE_KEYS, TABLE_MAINTENANCE, table_name
 from ..common.lake_resource import LakeResource
 from ..common.partitions import daily_partitions
-from .compaction import CompactionReport, compact_date
-
-
-class CompactionConfig(dg.Config):
-    quiet_minutes: float = 60.0
-    """Leave a day's files alone until the newest is this old: the collector may still be writing that day."""
+from .selections import PLATFORM_GROUP
 
 
 @dg.asset(
-    key=["platform", "lake_compaction"],
-    group_name="platform",
+    key=TABLE_MAINTENANCE,
+    group_name=PLATFORM_GROUP,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=31),
-    deps=[["lake", "events"], ["lake", "states"], ["lake", "registry"], ["lake", "quarantine"]],
-    kinds={"parquet"},
+    deps=list(RAW_TABLE_KEYS.values()),
+    kinds={"deltalake"},
 )
-def lake_compaction(
-    context: dg.AssetExecutionContext, config: CompactionConfig, lake: LakeResource
-) -> dg.MaterializeResult:
-    """The raw lake's days after compaction: per table and collector, one Parquet file holding the rows of all
-    the small files the collector committed that day, named with the union of their spool seq ranges. Rows
-    are neither added nor removed; a rerun finds one file per collector and does nothing."""
-    reports: list[CompactionReport] = [
-        compact_date(lake.path, date, quiet_seconds=config.quiet_minutes * 60) for date in context.partition_keys
-    ]
-    for report in reports:
-        for what, why in report.skipped.items():
-            context.log.info("%s %s not compacted: %s", report.date, what, why)
+def table_maintenance(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """Every Delta table's day compacted with Delta's ``optimize`` (one new version; readers see each row once
+    before, during and after), then ``vacuum`` deletes the files no version younger than the lake's
+    ``vacuum_retention_hours`` needs. Rows never change; a rerun finds nothing left to compact."""
+    store = lake.store
+    names = [table_name(key) for key in RAW_TABLE_KEYS.values()] + _derived_tables(lake)
+    compacted: dict[str, dict[str, int]] = {}
+    for name in names:
+        for day in context.partition_keys:
+            metrics = store.optimize(name, day)
+            if metrics.get("numFilesRemoved"):
+                compacted[f"{name} {day}"] = {
+                    "files_before": metrics["numFilesRemoved"],
+                    "files_after": metrics["numFilesAdded"],
+                }
+    removed = {name: len(store.vacuum(name, lake.vacuum_retention_hours)) for name in names}
+    context.log.info("compacted %d table days; vacuum removed %d files", len(compacted), sum(removed.values()))
     return dg.MaterializeResult(
         metadata={
-            "days": len(reports),
-            "files_before": sum(r.files_before for r in reports),
-            "files_after": sum(r.files_after for r in reports),
-            "rows_rewritten": sum(r.rows for r in reports),
-            "bytes_before": sum(r.bytes_before for r in reports),
-            "bytes_after": sum(r.bytes_after for r in reports),
-            "superseded_removed": sum(r.superseded_removed for r in reports),
-            "skipped": dg.MetadataValue.json({f"{r.date} {k}": v for r in reports for k, v in r.skipped.items()}),
-            "merged": dg.MetadataValue.json({f"{r.date} {k}": v for r in reports for k, v in r.merged.items()}),
+            "tables": len(names),
+            "days_compacted": len(compacted),
+            "compacted": dg.MetadataValue.json(compacted),
+            "files_vacuumed": sum(removed.values()),
+            "vacuum_retention_hours": lake.vacuum_retention_hours,
         }
     )
+
+
+def _derived_tables(lake: LakeResource) -> list[str]:
+    raw = {table_name(key) for key in RAW_TABLE_KEYS.values()}
+    return sorted(name for name in lake.store.names() if name not in raw)

@@ -1,11 +1,10 @@
 """What the collector has committed, per day, in a form small enough to keep in a sensor cursor.
 
-For one (day, collector) the mark is ``[newest last_seq, number of live files ending at it]`` over the
-watched raw tables. A collector commits in increasing seq order, one file per (table, date) per
+For one (day, collector) the mark is ``[newest last_seq, number of files ending at it]`` over the
+watched landing tables. A collector commits in increasing seq order, one file per (table, date) per
 commit, so new data for a day always raises the mark: a higher last_seq, or (when a crashed commit's
-remaining renames are finished by its recovery) more files at the same last_seq. Compaction keeps
-the newest last_seq of every (table, date) and so leaves the mark unchanged: merging files is not
-new data.
+remaining renames are finished by its recovery) more files at the same last_seq. Landing retention
+only deletes files already loaded, which lowers a mark and so asks for nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ha_ingestor_lake.files import date_directories, part_files, split_superseded, table_locations
+from ha_ingestor_lake.files import date_directories, part_files, table_locations
 
 WATCHED_TABLES = ("events", "states", "registry")
 
@@ -26,8 +25,7 @@ def committed_marks(lake_root: Path, tables: tuple[str, ...] = WATCHED_TABLES) -
     marks: Marks = {}
     for location in table_locations(lake_root, tables):
         for date, directory in date_directories(lake_root, location).items():
-            live, _ = split_superseded(part_files(directory))
-            for part in live:
+            for part in part_files(directory):
                 mark = marks.setdefault(date, {}).setdefault(part.collector_id, [0, 0])
                 if part.last_seq > mark[0]:
                     mark[:] = [part.last_seq, 1]

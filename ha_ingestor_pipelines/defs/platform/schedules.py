@@ -1,10 +1,10 @@
-"""The lake's upkeep runs on a clock: a day is compacted once the collector has moved on from it."""
+"""The Delta tables' upkeep runs on a clock: a day is compacted once the collector has moved on from it."""
 
 import datetime as dt
 
 import dagster as dg
 
-from .selections import lake_compaction
+from .selections import table_maintenance
 
 
 def _previous_day(context: dg.ScheduleEvaluationContext) -> str:
@@ -14,10 +14,10 @@ def _previous_day(context: dg.ScheduleEvaluationContext) -> str:
 @dg.schedule(
     cron_schedule="0 2 * * *",
     execution_timezone="UTC",
-    target=lake_compaction,
+    target=table_maintenance,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Compacts the raw lake's files of the day before, once the collector has moved on.",
+    description="Compacts the Delta tables' files of the day before (optimize) and vacuums old versions' files.",
 )
-def lake_compaction_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+def table_maintenance_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     day = _previous_day(context)
-    return dg.RunRequest(partition_key=day, run_key=f"lake-compaction:{day}")
+    return dg.RunRequest(partition_key=day, run_key=f"table-maintenance:{day}")

@@ -31,8 +31,8 @@ def _days_with_unfinished_runs(context: dg.SensorEvaluationContext) -> set[str]:
     target=on_new_lake_data,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Watches the raw lake (events, states, registry snapshots) for newly committed part files "
-    "and runs the day's derived tables; one run at a time per day, newest days first.",
+    description="Watches the landing zone (events, states, registry snapshots) for newly committed part files "
+    "and runs the day's table load and derived tables; one run at a time per day, newest days first.",
 )
 def lake_commits_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
     cursor = LakeCursor.parse(context.cursor)

@@ -2,8 +2,6 @@
 
 import datetime as dt
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,19 +9,28 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from ..common.lake_keys import LAKE_COLLECTOR_SESSIONS, LAKE_EVENTS, LAKE_QUARANTINE, LAKE_REGISTRY, LAKE_STATES
+from ha_ingestor_lake.durable import write_bytes_atomically
+from ha_ingestor_lake.tables import AUTOMATION_GRAPH_PICTURE, QUALITY_REPORTS_DIR
+
+from ..common.asset_keys import (
+    AUTOMATION_NODES,
+    LAKE_COLLECTOR_SESSIONS,
+    LAKE_EVENTS,
+    LAKE_QUARANTINE,
+    LAKE_REGISTRY,
+    LAKE_STATES,
+    QUALITY_REPORT,
+    VALIDATED_EVENTS,
+    VALIDATED_STATES,
+    VALIDATION_QUARANTINE,
+    table_name,
+)
 from ..common.lake_resource import LakeResource
 from ..common.partitions import daily_partitions
-from ..graphs.assets import AUTOMATION_NODES, GRAPH_PICTURE
 from .report_figures import ReportInputs, ReportParameters, quality_figures, session_days, sessions_of_day
 from .report_html import render_html
 from .rules import DUPLICATE_RULE
 from .validation import EVENTS, QUARANTINE_SCHEMA, STATES, split_with_fallback
-
-VALIDATED_EVENTS = dg.AssetKey(["derived", "validated_events"])
-VALIDATED_STATES = dg.AssetKey(["derived", "validated_states"])
-VALIDATION_QUARANTINE = dg.AssetKey(["derived", "validation_quarantine"])
-QUALITY_REPORT = dg.AssetKey(["derived", "quality_report"])
 
 GROUP = "quality"
 
@@ -52,7 +59,7 @@ def _rule_counts(quarantine: pl.DataFrame) -> dict[str, int]:
             VALIDATED_EVENTS,
             deps=[LAKE_EVENTS],
             group_name=GROUP,
-            kinds={"polars", "parquet"},
+            kinds={"polars", "deltalake"},
             description="One UTC day of the lake's events that pass every event rule, one row per "
             "event_id, in time_fired order, flagged is_late / is_out_of_order.",
         ),
@@ -60,7 +67,7 @@ def _rule_counts(quarantine: pl.DataFrame) -> dict[str, int]:
             VALIDATED_STATES,
             deps=[LAKE_STATES],
             group_name=GROUP,
-            kinds={"polars", "parquet"},
+            kinds={"polars", "deltalake"},
             description="One UTC day of the lake's states that pass every state rule, one row per "
             "(home, entity_id, last_updated), in time order, with typed values (value_num, "
             "value_bool, value_str, value_ts), normalised units and lateness flags.",
@@ -69,7 +76,7 @@ def _rule_counts(quarantine: pl.DataFrame) -> dict[str, int]:
             VALIDATION_QUARANTINE,
             deps=[LAKE_EVENTS, LAKE_STATES],
             group_name=GROUP,
-            kinds={"polars", "parquet"},
+            kinds={"polars", "deltalake"},
             description="The day's event and state rows that failed a rule or duplicated a kept row, "
             "with the rules they failed and the original row as JSON.",
         ),
@@ -95,7 +102,7 @@ def validation(
                 f"{spec.table} {date}: {input_rows} input rows but {validated.height} validated and "
                 f"{quarantine.height} quarantined"
             )
-        path = lake.replace_partition(key.path[-1], date, validated)
+        path = lake.replace_partition(table_name(key), date, validated)
         preview = (
             ["entity_id", "last_updated", "state", "value_num", "value_bool", "value_ts", "unit_normalized"]
             if spec is STATES
@@ -113,7 +120,7 @@ def validation(
                 "failing_rows_per_rule": dg.MetadataValue.json(_rule_counts(quarantine)),
                 "late_rows": int(validated["is_late"].sum()),
                 "out_of_order_rows": int(validated["is_out_of_order"].sum()),
-                "path": dg.MetadataValue.path(str(path)),
+                "path": dg.MetadataValue.path(path),
                 "preview": _preview(validated, preview),
             },
         )
@@ -121,14 +128,14 @@ def validation(
         del validated  # the day's events are released before its states are read
 
     quarantine = pl.concat(quarantined).match_to_schema(QUARANTINE_SCHEMA)
-    path = lake.replace_partition(VALIDATION_QUARANTINE.path[-1], date, quarantine)
+    path = lake.replace_partition(table_name(VALIDATION_QUARANTINE), date, quarantine)
     yield dg.MaterializeResult(
         asset_key=VALIDATION_QUARANTINE,
         metadata={
             "dagster/row_count": quarantine.height,
             "rows_per_table": dg.MetadataValue.json(dict(quarantine.group_by("table").agg(pl.len()).iter_rows())),
             "failing_rows_per_rule": dg.MetadataValue.json(_rule_counts(quarantine)),
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(path),
             "preview": _preview(
                 quarantine.with_columns(pl.col("failed_rules").list.join(", ")), ["table", "row_key", "failed_rules"]
             ),
@@ -143,14 +150,14 @@ class QualityReportConfig(dg.Config):
 
 
 def report_dir(lake: LakeResource, date: str) -> Path:
-    return lake.path / "reports" / "quality" / f"date={date}"
+    return lake.path / QUALITY_REPORTS_DIR / f"date={date}"
 
 
-def _scan_derived_day(lake: LakeResource, name: str, date: str) -> pl.LazyFrame:
-    path = lake.derived_file(name, date)
-    if not path.exists():
-        raise dg.Failure(f"derived/{name} has no partition {date}: materialise the validation assets first")
-    return pl.scan_parquet(path)
+def _scan_derived_day(lake: LakeResource, key: dg.AssetKey, date: str) -> pl.LazyFrame:
+    frame = lake.scan_day(table_name(key), date)
+    if frame is None or not lake.has_day(table_name(key), date):
+        raise dg.Failure(f"{table_name(key)} has no partition {date}: materialise the validation assets first")
+    return frame
 
 
 def report_inputs(lake: LakeResource, date: str, lookback_days: int) -> ReportInputs:
@@ -183,9 +190,9 @@ def report_inputs(lake: LakeResource, date: str, lookback_days: int) -> ReportIn
         raw_states=lake.scan_raw("states", date),
         collector_quarantine=lake.scan_raw("quarantine", date),
         core_config_snapshots=lake.scan_raw("registry/core_config", date),
-        validated_events=_scan_derived_day(lake, VALIDATED_EVENTS.path[-1], date),
-        validated_states=_scan_derived_day(lake, VALIDATED_STATES.path[-1], date),
-        validation_quarantine=_scan_derived_day(lake, VALIDATION_QUARANTINE.path[-1], date),
+        validated_events=_scan_derived_day(lake, VALIDATED_EVENTS, date),
+        validated_states=_scan_derived_day(lake, VALIDATED_STATES, date),
+        validation_quarantine=_scan_derived_day(lake, VALIDATION_QUARANTINE, date),
         earlier_states=earlier_states,
         collector_sessions=collector_sessions,
         day_receipts=day_receipts,
@@ -198,19 +205,13 @@ def report_inputs(lake: LakeResource, date: str, lookback_days: int) -> ReportIn
 def automation_graph_picture(lake: LakeResource) -> tuple[dict[str, Any], bytes | None]:
     """The automation graph's PNG as the graphs asset last drew it: (what the JSON says about it, its bytes or
     None when it was not drawn yet)."""
-    path = lake.path / "derived" / AUTOMATION_NODES.path[-1] / GRAPH_PICTURE
+    path = lake.path / AUTOMATION_GRAPH_PICTURE
     try:
         picture = path.read_bytes()
     except FileNotFoundError:
-        return {"png": str(path.relative_to(lake.path)), "exists": False, "drawn_at": None}, None
+        return {"png": str(AUTOMATION_GRAPH_PICTURE), "exists": False, "drawn_at": None}, None
     drawn_at = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).isoformat()
-    return {"png": str(path.relative_to(lake.path)), "exists": True, "drawn_at": drawn_at}, picture
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
+    return {"png": str(AUTOMATION_GRAPH_PICTURE), "exists": True, "drawn_at": drawn_at}, picture
 
 
 @dg.asset(
@@ -237,7 +238,7 @@ def quality_report(
     """The day's data quality report, ``<lake>/reports/quality/date=D/report.html`` and ``report.json``: events
     per type, completeness (also against the collector's own session records), validation pass rate per
     rule, duplicates, late data, silent entities and unavailable time, from the raw lake and the validation
-    assets; and the automation graph's picture (``derived/automation_graph_nodes/automation_graph.png``),
+    assets; and the automation graph's picture (``<lake>/reports/automation_graph.png``),
     embedded in the page."""
     date = context.partition_key
     parameters = ReportParameters(
@@ -247,8 +248,8 @@ def quality_report(
     figures["automation_graph"], picture = automation_graph_picture(lake)
     directory = report_dir(lake, date)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomically(directory / "report.json", json.dumps(figures, indent=1, ensure_ascii=False))
-    _write_atomically(directory / "report.html", render_html(figures, picture))
+    write_bytes_atomically(directory / "report.json", json.dumps(figures, indent=1, ensure_ascii=False).encode())
+    write_bytes_atomically(directory / "report.html", render_html(figures, picture).encode())
     states = figures["validation"]["states"]
     return dg.MaterializeResult(
         metadata={

@@ -6,9 +6,9 @@ import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
+from ..common.asset_keys import VALIDATED_EVENTS, VALIDATED_STATES, VALIDATION_QUARANTINE, table_name
 from ..common.lake_resource import LakeResource
 from ..common.partitions import daily_partitions
-from .assets import VALIDATED_EVENTS, VALIDATED_STATES, VALIDATION_QUARANTINE
 from .schemas import SCHEMA_REGISTRY, SchemaEntry
 
 SAMPLE_FAILURES = 10
@@ -20,15 +20,10 @@ def load_checked_table(lake: LakeResource, entry: SchemaEntry, date: str | None)
     None when a derived table has no such partition.
     """
     if entry.derived:
-        path = lake.derived_file(entry.table, date or "")
-        return pl.read_parquet(path) if path.exists() else None
+        frame = lake.scan_day(entry.table, date or "")
+        return frame.collect() if frame is not None and lake.has_day(entry.table, date or "") else None
     if entry.table == "registry":
-        root = lake.path / "registry"
-        kinds = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        frames = [
-            lake.scan_raw(f"registry/{kind}", day) for kind in kinds for day in lake.raw_dates(f"registry/{kind}")
-        ]
-        return pl.concat(frames).collect() if frames else lake.scan_raw("registry/areas", "0000-00-00").collect()
+        return lake.scan_raw_days("registry").collect()
     return lake.scan_raw(entry.table, date or "").collect()
 
 
@@ -131,20 +126,16 @@ contract_checks = [build_contract_check(entry) for entry in SCHEMA_REGISTRY]
 )
 def rows_accounted_for(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     date = context.partition_key
-    quarantine_file = lake.derived_file(VALIDATION_QUARANTINE.path[-1], date)
+    quarantine = lake.scan_day(table_name(VALIDATION_QUARANTINE), date)
     quarantined = (
-        dict(pl.scan_parquet(quarantine_file).group_by("table").agg(pl.len()).collect().iter_rows())
-        if quarantine_file.exists()
-        else {}
+        dict(quarantine.group_by("table").agg(pl.len()).collect().iter_rows()) if quarantine is not None else {}
     )
     accounts: dict[str, dict[str, int | None]] = {}
     for table, key in (("events", VALIDATED_EVENTS), ("states", VALIDATED_STATES)):
-        validated_file = lake.derived_file(key.path[-1], date)
+        validated = lake.scan_day(table_name(key), date) if lake.has_day(table_name(key), date) else None
         accounts[table] = {
             "input": lake.scan_raw(table, date).select(pl.len()).collect().item(),
-            "validated": pl.scan_parquet(validated_file).select(pl.len()).collect().item()
-            if validated_file.exists()
-            else None,
+            "validated": validated.select(pl.len()).collect().item() if validated is not None else None,
             "quarantined": quarantined.get(table, 0),
         }
     passed = all(

@@ -4,7 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
-from .assets import QUALITY_REPORT, VALIDATED_EVENTS, VALIDATED_STATES, VALIDATION_QUARANTINE
+from ..common.asset_keys import QUALITY_REPORT, VALIDATED_EVENTS, VALIDATED_STATES, VALIDATION_QUARANTINE
 
 
 @dg.schedule(

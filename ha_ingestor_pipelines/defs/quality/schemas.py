@@ -1,6 +1,7 @@
 """pandera (polars) contracts of the raw lake tables and of the validated tables, and the schema registry.
 
-Columns carry the dtype of the lake contract (``docs/lake.md``) and are declared nullable: required
+The raw models' columns are the lake contract's (``ha_ingestor_lake.schema``, documented in
+``docs/lake.md``), with its dtypes, declared nullable: required
 values are rules (``*_present``), so every row-level failure has one name, the rule's, in the
 quarantine, in check metadata and in the quality report. Each ``Rule`` of ``rules.py`` becomes one
 dataframe check of the model, named after the rule.
@@ -15,6 +16,8 @@ from typing import Any
 import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
+
+from ha_ingestor_lake.schema import SCHEMAS
 
 from .rules import (
     EVENT_RULES,
@@ -35,57 +38,22 @@ def _nullable() -> Any:
     return pa.Field(nullable=True)
 
 
-class RawEventColumns(pa.DataFrameModel):
-    home: pl.String = _nullable()
-    event_id: pl.String = _nullable()
-    event_type: pl.String = _nullable()
-    time_fired: UTC = _nullable()
-    origin: pl.String = _nullable()
-    context_id: pl.String = _nullable()
-    context_parent_id: pl.String = _nullable()
-    context_user_id: pl.String = _nullable()
-    entity_id: pl.String = _nullable()
-    data: pl.String = _nullable()
-    received_at: UTC = _nullable()
-    spool_seq: pl.Int64 = _nullable()
-
-    class Config:
-        strict = True
+def contract_columns(name: str, table: str) -> type[pa.DataFrameModel]:
+    """A strict model of the lake contract's columns for ``table`` (``ha_ingestor_lake.schema``), all nullable."""
+    dtypes = pl.from_arrow(SCHEMAS[table].empty_table()).schema
+    namespace: dict[str, Any] = {
+        "__annotations__": dict(dtypes),
+        "__module__": __name__,
+        "__doc__": f"The columns of the lake's {table} table.",
+        "Config": type("Config", (), {"strict": True}),
+        **{column: _nullable() for column in dtypes},
+    }
+    return type(name, (pa.DataFrameModel,), namespace)
 
 
-class RawStateColumns(pa.DataFrameModel):
-    home: pl.String = _nullable()
-    entity_id: pl.String = _nullable()
-    domain: pl.String = _nullable()
-    state: pl.String = _nullable()
-    state_num: pl.Float64 = _nullable()
-    attributes: pl.String = _nullable()
-    last_changed: UTC = _nullable()
-    last_updated: UTC = _nullable()
-    last_reported: UTC = _nullable()
-    old_state: pl.String = _nullable()
-    context_id: pl.String = _nullable()
-    context_parent_id: pl.String = _nullable()
-    context_user_id: pl.String = _nullable()
-    source: pl.String = _nullable()
-    event_id: pl.String = _nullable()
-    received_at: UTC = _nullable()
-    spool_seq: pl.Int64 = _nullable()
-
-    class Config:
-        strict = True
-
-
-class RawRegistryColumns(pa.DataFrameModel):
-    home: pl.String = _nullable()
-    kind: pl.String = _nullable()
-    item_id: pl.String = _nullable()
-    snapshot_at: UTC = _nullable()
-    snapshot_seq: pl.Int64 = _nullable()
-    data: pl.String = _nullable()
-
-    class Config:
-        strict = True
+RawEventColumns = contract_columns("RawEventColumns", "events")
+RawStateColumns = contract_columns("RawStateColumns", "states")
+RawRegistryColumns = contract_columns("RawRegistryColumns", "registry")
 
 
 class _LatenessColumns(pa.DataFrameModel):

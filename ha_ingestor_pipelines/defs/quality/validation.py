@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from ha_ingestor_lake.schema import STATE_SOURCE_PRIORITY
+
 from .rules import (
     DUPLICATE_RULE,
     EVENT_RULES,
@@ -46,7 +48,7 @@ QUARANTINE_SCHEMA = pl.Schema(
 
 # Which copy of a duplicated state survives: HA's live event carries context and event id, a snapshot
 # carries all attributes, a backfilled row (HA's recorder) the least; then the first received.
-SOURCE_PRIORITY = {"live": 0, "snapshot": 1, "backfill": 2}
+SOURCE_PRIORITY = STATE_SOURCE_PRIORITY
 DEFAULT_LATE_AFTER = dt.timedelta(minutes=10)
 # Every node after the scan blocks (the sort by event time, per-entity and per-home windows): the in-memory
 # engine does the work with less CPU and a lower peak than the streaming one. Floats may differ in the last

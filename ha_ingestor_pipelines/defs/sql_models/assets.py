@@ -43,7 +43,7 @@ def _model_asset(project: SqlProject, model: Model) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         database = Path(warehouse.database)
         with writer_connection(database) as connection:
-            missing = refresh_source_views(connection, project.sources.values(), lake.path) & model.tables
+            missing = refresh_source_views(connection, project.sources.values(), lake.store) & model.tables
             if missing:
                 keys = sorted({"/".join(project.asset_key(t)) for t in missing})
                 raise dg.Failure(
@@ -83,7 +83,7 @@ def _snapshot_asset(project: SqlProject) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         database = Path(warehouse.database)
         with writer_connection(database) as connection:
-            refresh_source_views(connection, project.sources.values(), lake.path)
+            refresh_source_views(connection, project.sources.values(), lake.store)
             published = publish_snapshot(connection, database)
             tables = connection.execute(
                 "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"

@@ -30,7 +30,7 @@ def _assertion_check(project: SqlProject, model: Model, assertion: Assertion) ->
     )
     def _check(lake: LakeResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with writer_connection(Path(warehouse.database)) as connection:
-            refresh_source_views(connection, project.sources.values(), lake.path)
+            refresh_source_views(connection, project.sources.values(), lake.store)
             failing = run_assertion(connection, assertion)
         metadata: dict[str, dg.RawMetadataValue] = {
             "failing_rows": failing.rows,

@@ -56,13 +56,15 @@ class SqlProjectError(ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    """A lake table the models read through a view: ``name`` is how SQL refers to it."""
+    """A lake table the models read through a view: ``name`` is how SQL refers to it, ``location`` the Delta
+    table (``ha_ingestor_lake.tables.table_uri``), ``where`` an optional filter on its rows."""
 
     name: str
     location: str
     asset_key: tuple[str, ...]
     description: str
     contract: str | None
+    where: str | None = None
 
     @property
     def schema(self) -> str:
@@ -162,7 +164,7 @@ def table_references(sql: str) -> frozenset[str]:
 
 
 def load_sources(path: Path) -> dict[str, Source]:
-    """The declared sources: ``{name: {location, asset_key, contract?, description?}}`` under ``sources:``."""
+    """The declared sources: ``{name: {location, asset_key, contract?, where?, description?}}`` under ``sources:``."""
     if not path.is_file():
         raise SqlProjectError(f"{path}: missing; the models need their sources declared")
     document = yaml.safe_load(path.read_text()) or {}
@@ -183,6 +185,7 @@ def load_sources(path: Path) -> dict[str, Source]:
             asset_key=tuple(spec["asset_key"]),
             description=str(spec.get("description", "")).strip(),
             contract=contract,
+            where=str(spec["where"]).strip() if spec.get("where") else None,
         )
     return sources
 

@@ -1,4 +1,10 @@
-"""The DuckDB warehouse the SQL models run in: one writer at a time, views over the lake, a snapshot for readers.
+"""The DuckDB warehouse the SQL models run in: one writer at a time, views over the lake's Delta tables, a
+snapshot for readers.
+
+A source view reads exactly the Parquet files of its Delta table's current version (the delta extension
+cannot be installed everywhere, and a glob would also read files an optimize has replaced), so no row is
+seen twice; each refresh moves it to the newest version. Tables on an object store are copied in, once per
+new version, as DuckDB here reads no object store.
 
 DuckDB lets one process open a database file for writing, or several for reading, never both: a
 read-only connection fails while a writer holds the file, and a reader blocks the writer. So the
@@ -11,7 +17,6 @@ that opened the old snapshot keep reading it; the next connection gets the new o
 from __future__ import annotations
 
 import fcntl
-import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -22,14 +27,23 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from deltalake import DeltaTable
 
-from ha_ingestor_lake.schema import SCHEMAS
+from ha_ingestor_lake.durable import replace_durably
+from ha_ingestor_lake.schema import table_schema
+from ha_ingestor_lake.tables import TableStore, is_remote
 
 from .project import Assertion, Model, Source
 
 POOL = "duckdb"
 LOCK_TIMEOUT_S = 900.0
-_ARROW_TO_DUCKDB = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN"}
+_ARROW_TO_DUCKDB = {
+    pa.string(): "VARCHAR",
+    pa.float64(): "DOUBLE",
+    pa.int64(): "BIGINT",
+    pa.bool_(): "BOOLEAN",
+    pa.date32(): "DATE",
+}
 
 
 class WarehouseBusyError(RuntimeError):
@@ -106,31 +120,106 @@ def _duckdb_type(arrow_type: pa.DataType) -> str:
     return _ARROW_TO_DUCKDB[arrow_type]
 
 
-def source_view_sql(source: Source, lake_root: Path) -> str | None:
-    """The view's body over the source's Parquet files: partitioned (``date=*/*.parquet``, with the
-    ``date`` column) or one unpartitioned table (``*.parquet`` in the folder). While nothing has
-    landed, an empty relation of the contract's columns, or ``None`` without a contract."""
-    directory = lake_root.resolve() / source.location
-    # neither pattern matches the hidden staging files and folders (`.date=...`, `.data.parquet.<id>`)
-    if any(directory.glob("date=*/*.parquet")):
-        pattern = _literal(str(directory / "date=*" / "*.parquet"))
-        return f"SELECT * FROM read_parquet({pattern}, hive_partitioning = true, union_by_name = true)"
-    if any(p for p in directory.glob("*.parquet") if not p.name.startswith(".")):
-        pattern = _literal(str(directory / "[!.]*.parquet"))
-        return f"SELECT * FROM read_parquet({pattern}, union_by_name = true)"
-    if source.contract is None:
-        return None
-    columns = [f"CAST(NULL AS {_duckdb_type(f.type)}) AS {_quote(f.name)}" for f in SCHEMAS[source.contract]]
-    return f"SELECT {', '.join(columns)}, CAST(NULL AS DATE) AS date WHERE false"
+def _contract_columns(source: Source) -> pa.Schema | None:
+    return table_schema(source.contract) if source.contract is not None else None
 
 
-def refresh_source_views(connection: duckdb.DuckDBPyConnection, sources: Iterable[Source], lake_root: Path) -> set[str]:
-    """(Re)create one view per source; returns the sources that have no view because nothing landed yet."""
+def _empty_relation(columns: pa.Schema) -> str:
+    return (
+        "SELECT "
+        + ", ".join(f"CAST(NULL AS {_duckdb_type(f.type)}) AS {_quote(f.name)}" for f in columns)
+        + (" WHERE false")
+    )
+
+
+def _snapshot_reader(table: DeltaTable) -> str:
+    """``read_parquet`` over exactly the files of the table's current version: no glob, so no file an older
+    or a newer version holds (optimize leaves the files it replaced in place until vacuum)."""
+    files = ", ".join(_literal(uri) for uri in table.file_uris())
+    hive = (
+        "hive_partitioning = true, hive_types = {'date': DATE}"
+        if table.metadata().partition_columns
+        else ("hive_partitioning = false")
+    )
+    return f"read_parquet([{files}], {hive}, union_by_name = true)"
+
+
+def source_view_sql(connection: duckdb.DuckDBPyConnection, source: Source, store: TableStore) -> str | None:
+    """The view's body over the source's Delta table as of its current version; the contract's columns
+    (``ha_ingestor_lake.schema``) in its order for a raw table, a column no file has yet (schema evolution)
+    as null. While the table holds nothing, an empty relation of the contract's columns, or ``None``
+    without a contract."""
+    table = store.table(source.location)
+    contract = _contract_columns(source)
+    if table is None or not table.file_uris():
+        return _empty_relation(contract) if contract is not None else None
+    reader = _snapshot_reader(table)
+    where = f" WHERE {source.where}" if source.where else ""
+    if contract is None:
+        return f"SELECT * FROM {reader}{where}"
+    present = {row[0] for row in connection.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()}
+    columns = [
+        _quote(f.name) if f.name in present else f"CAST(NULL AS {_duckdb_type(f.type)}) AS {_quote(f.name)}"
+        for f in contract
+    ]
+    return f"SELECT {', '.join(columns)} FROM {reader}{where}"
+
+
+def _materialise_source(connection: duckdb.DuckDBPyConnection, source: Source, store: TableStore, name: str) -> bool:
+    """A remote table's current version copied into the warehouse (DuckDB reads no object store here): only
+    when the version changed since the last copy. False when there is no table and no contract."""
+    table = store.table(source.location)
+    contract = _contract_columns(source)
+    if table is None:
+        if contract is None:
+            return False
+        connection.execute(f"CREATE OR REPLACE TABLE {name} AS {_empty_relation(contract)}")
+        return True
+    connection.execute("CREATE TABLE IF NOT EXISTS main._lake_versions (source VARCHAR PRIMARY KEY, version BIGINT)")
+    copied = connection.execute("SELECT version FROM main._lake_versions WHERE source = ?", [source.name]).fetchall()
+    exists = connection.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?", [source.schema, source.table]
+    ).fetchall()[0][0]
+    if exists and copied and copied[0][0] == table.version():
+        return True
+    where = f" WHERE {source.where}" if source.where else ""
+    columns = "*" if contract is None else ", ".join(_quote(f.name) for f in contract)
+    connection.register("_lake_snapshot", table.to_pyarrow_dataset())
+    try:
+        connection.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {columns} FROM _lake_snapshot{where}")
+    finally:
+        connection.unregister("_lake_snapshot")
+    connection.execute("INSERT OR REPLACE INTO main._lake_versions VALUES (?, ?)", [source.name, table.version()])
+    return True
+
+
+def _drop(connection: duckdb.DuckDBPyConnection, source: Source, kind: str) -> None:
+    """Drop the source's relation when it is of ``kind`` (a source moved between local and remote storage)."""
+    catalog, column = ("duckdb_views()", "view_name") if kind == "VIEW" else ("duckdb_tables()", "table_name")
+    found = connection.execute(
+        f"SELECT count(*) FROM {catalog} WHERE schema_name = ? AND {column} = ?", [source.schema, source.table]
+    ).fetchall()[0][0]
+    if found:
+        connection.execute(f"DROP {kind} {_quote(source.schema)}.{_quote(source.table)}")
+
+
+def refresh_source_views(
+    connection: duckdb.DuckDBPyConnection, sources: Iterable[Source], store: TableStore
+) -> set[str]:
+    """(Re)create one relation per source over its Delta table's current version: a view over the version's
+    files for local tables, a copy of the version for tables on an object store. Returns the sources that
+    have none because nothing was loaded yet."""
     missing = set()
     for source in sources:
         connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(source.schema)}")
         name = f"{_quote(source.schema)}.{_quote(source.table)}"
-        body = source_view_sql(source, lake_root)
+        if is_remote(store.root):
+            _drop(connection, source, "VIEW")
+            if not _materialise_source(connection, source, store, name):
+                missing.add(source.name)
+            continue
+        _drop(connection, source, "TABLE")
+        body = source_view_sql(connection, source, store)
         if body is None:
             connection.execute(f"DROP VIEW IF EXISTS {name}")
             missing.add(source.name)
@@ -196,9 +285,7 @@ def publish_snapshot(connection: duckdb.DuckDBPyConnection, database: Path) -> P
             connection.execute(f"COPY FROM DATABASE {_quote(catalog)} TO snapshot_staging")
         finally:
             connection.execute("DETACH snapshot_staging")
-        with open(staging, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(staging, target)
+        replace_durably(staging, target)
     finally:
         staging.unlink(missing_ok=True)
         staging.with_name(f"{staging.name}.wal").unlink(missing_ok=True)

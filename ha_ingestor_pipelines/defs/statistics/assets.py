@@ -45,7 +45,7 @@ async def _pull(
     table: str,
 ) -> tuple[dict, pl.DataFrame]:
     window = context.partition_time_window
-    first_run = not any((lake.path / "derived" / table).glob("date=*/data.parquet"))
+    first_run = not lake.store.exists(table)
     days = _days(window.start, window.end)
     history: dict[str, int] = {}
     async with home_assistant.session() as session:
@@ -69,7 +69,7 @@ async def _pull(
                     asset_key=context.asset_key, partition=day, metadata={"rows": history[day], "imported_by_run": True}
                 )
             )
-    window_rows = pl.concat([pl.read_parquet(lake.derived_file(table, day)) for day in days])
+    window_rows = pl.concat([lake.scan_day(table, day).collect() for day in days])
     resets = window_rows.filter(pl.col("meter_reset"))
     return {
         "rows": window_rows.height,
@@ -81,7 +81,7 @@ async def _pull(
         "history_imported_days": len(history),
         "history_imported_rows": sum(history.values()),
         "history_first_day": min(history, default=None) or "",
-        "path": dg.MetadataValue.path(str(lake.derived_file(table, days[0]).parent.parent)),
+        "path": dg.MetadataValue.path(lake.store.uri(table)),
         "preview": dg.MetadataValue.md(_markdown(window_rows.head(10))),
     }, window_rows
 
@@ -94,7 +94,7 @@ def _statistics_asset(period: Period, description: str) -> dg.AssetsDefinition:
         group_name="statistics",
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"parquet", "homeassistant"},
+        kinds={"deltalake", "homeassistant"},
         description=description,
         metadata={
             "dagster/column_schema": dg.TableSchema(

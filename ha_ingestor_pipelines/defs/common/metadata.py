@@ -1,4 +1,4 @@
-"""Materialization metadata shared by the enrichment and graph assets."""
+"""Materialization metadata the domains share: a Markdown preview of a table, its row count and location."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def markdown_preview(frame: pl.DataFrame, columns: list[str], rows: int = 5) -> 
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def table_metadata(frame: pl.DataFrame, path: Path, preview: list[str]) -> dict[str, dg.MetadataValue]:
+def table_metadata(frame: pl.DataFrame, path: str | Path, preview: list[str]) -> dict[str, dg.MetadataValue]:
     return {
         "dagster/row_count": dg.MetadataValue.int(frame.height),
         "path": dg.MetadataValue.path(str(path)),
